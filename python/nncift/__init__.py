@@ -1,0 +1,19 @@
+"""nncift: learned, scalable influence estimation (NN-CIFT) and subset selection.
+
+Heavy submodules (torch, transformers) are imported lazily so that `import nncift`
+and the CLI's `--help` stay fast.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from nncift._core import __version__ as core_version
+from nncift.errors import InputError, NnciftError
+
+try:
+    __version__ = version("nncift")
+except PackageNotFoundError:  # running from a source tree without installation
+    __version__ = core_version
+
+__all__ = ["InputError", "NnciftError", "__version__", "core_version"]
