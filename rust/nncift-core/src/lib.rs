@@ -4,8 +4,10 @@
 //! matrix is `K[row, col]`, rows = pool items, columns = target (or pool) items.
 
 pub mod error;
+pub mod kernel;
 
 pub use error::{CoreError, CoreResult};
+pub use kernel::PairwiseSource;
 
 /// Version of the core crate, exposed to Python as `nncift._core.__version__`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
