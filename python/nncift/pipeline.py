@@ -1,0 +1,215 @@
+"""The `nncift select` job as one Python call: load -> embed -> value -> select -> write.
+
+`run_select` is what the CLI calls; everything it does is available here for users who
+drive nncift from their own code.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nncift.data import Items
+from nncift.embed import DEFAULT_EMBEDDER, Embedder
+from nncift.errors import InputError
+from nncift.io import atomic_path, write_text_atomic
+from nncift.manifest import Manifest
+
+log = logging.getLogger(__name__)
+
+#: Valuation methods `run_select` knows. `embedding`: submodular selection on the cosine
+#: similarity of sentence embeddings; `random`: a seeded uniform sample (a baseline).
+METHODS = ("embedding", "random")
+
+#: Fields added to every output record.
+RANK_FIELD, GAIN_FIELD, ID_FIELD = "nncift_rank", "nncift_gain", "nncift_id"
+
+
+def resolve_budget(budget: float, n: int) -> int:
+    """A budget as a count (>= 1, integral) or a fraction of the pool (0 < b < 1) -> count."""
+    if not math.isfinite(budget) or budget <= 0:
+        raise InputError(f"budget must be a positive count or a fraction in (0, 1), got {budget}")
+    if budget < 1:
+        k = max(1, int(round(budget * n)))
+    else:
+        if budget != int(budget):
+            raise InputError(f"budget {budget} is neither a fraction below 1 nor a whole count")
+        k = int(budget)
+    if k > n:
+        raise InputError(f"budget {k} is larger than the pool ({n} items)")
+    return k
+
+
+@dataclass(frozen=True)
+class SelectOptions:
+    """Options of one selection run (the paper's defaults where it has any)."""
+
+    budget: float = 0.3
+    method: str = "embedding"
+    objective: str = "fl"
+    embedder: str = DEFAULT_EMBEDDER
+    seed: int = 0
+    device: str | None = None
+    batch_size: int = 64
+    cache_dir: str | None = None
+    #: Extra keyword arguments for `nncift.selection.select` (optimizer, mode, eta, ...).
+    selection: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SelectRun:
+    """What a run produced: chosen pool indices in order, their gains, and the manifest."""
+
+    indices: np.ndarray
+    gains: np.ndarray
+    objective_value: float | None
+    manifest: Manifest
+    output: Path | None = None
+
+    def summary(self, pool: Items) -> str:
+        k = len(self.indices)
+        lines = [
+            f"selected {k} of {len(pool)} items ({k / len(pool):.1%}) from {pool.source}",
+        ]
+        if self.objective_value is not None:
+            lines.append(f"objective value {self.objective_value:.6g}")
+        stages = ", ".join(f"{name} {rec['seconds']:.2f}s" for name, rec in self.manifest.stages.items())
+        lines.append(f"stages: {stages}")
+        if self.output is not None:
+            lines.append(f"wrote {self.output} and {manifest_path(self.output)}")
+        return "\n".join(lines)
+
+
+def manifest_path(output: Path) -> Path:
+    """`subset.jsonl` -> `subset.manifest.json` (next to the output)."""
+    return output.with_name(output.stem + ".manifest.json")
+
+
+def output_records(pool: Items, indices: np.ndarray, gains: np.ndarray) -> list[dict[str, Any]]:
+    """The chosen original records in selection order, with rank, gain and id added."""
+    out = []
+    for rank, (i, g) in enumerate(zip(indices, gains), start=1):
+        rec = dict(pool.records[int(i)])
+        rec[RANK_FIELD] = rank
+        rec[GAIN_FIELD] = float(g)
+        rec[ID_FIELD] = pool.ids[int(i)]
+        out.append(rec)
+    return out
+
+
+def write_records(path: str | Path, records: list[dict[str, Any]]) -> None:
+    """Write records atomically as .jsonl, .json, .csv or .parquet (by suffix)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".ndjson"):
+        text = "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records)
+        write_text_atomic(path, text)
+    elif suffix == ".json":
+        write_text_atomic(path, json.dumps(records, ensure_ascii=False, indent=1, default=str) + "\n")
+    elif suffix in (".csv", ".parquet"):
+        import polars as pl
+
+        # Nested values (chat turns) do not fit a CSV cell: store them as JSON text.
+        flat = [
+            {k: json.dumps(v, ensure_ascii=False) if isinstance(v, (list, dict)) else v for k, v in r.items()}
+            for r in records
+        ] if suffix == ".csv" else records
+        df = pl.DataFrame(flat, infer_schema_length=None)
+        with atomic_path(path, suffix=suffix) as tmp:
+            if suffix == ".csv":
+                df.write_csv(tmp)
+            else:
+                df.write_parquet(tmp)
+    else:
+        raise InputError(f"{path}: unknown output type {path.suffix!r}; use .jsonl, .json, .csv or .parquet")
+
+
+def _check_output(path: Path) -> None:
+    if path.suffix.lower() not in (".jsonl", ".ndjson", ".json", ".csv", ".parquet"):
+        raise InputError(f"{path}: unknown output type {path.suffix!r}; use .jsonl, .json, .csv or .parquet")
+    if path.exists() and path.is_dir():
+        raise InputError(f"{path}: is a directory")
+
+
+def run_select(
+    pool: Items,
+    options: SelectOptions,
+    *,
+    target: Items | None = None,
+    out: str | Path | None = None,
+    progress: bool = True,
+    manifest: Manifest | None = None,
+) -> SelectRun:
+    """Select `options.budget` items of `pool`; write them to `out` with a manifest.
+
+    Args:
+        pool: the items to select from (`D_F`).
+        target: the target set (`D_T`) for objectives that need one (flmi, flcg).
+        out: output file (.jsonl/.json/.csv/.parquet); the manifest goes next to it.
+    """
+    if options.method not in METHODS:
+        raise InputError(f"unknown method {options.method!r}; choose from {', '.join(METHODS)}")
+    out_path = Path(out) if out is not None else None
+    if out_path is not None:
+        _check_output(out_path)
+    k = resolve_budget(options.budget, len(pool))
+    manifest = manifest or Manifest(command="select")
+    manifest.options.update({k_: v for k_, v in asdict(options).items()})
+    manifest.options["budget_count"] = k
+    manifest.results["pool_size"] = len(pool)
+
+    if options.method == "random":
+        with manifest.stage("select", method="random"):
+            rng = np.random.default_rng(options.seed)
+            indices = rng.choice(len(pool), size=k, replace=False).astype(np.int64)
+            gains = np.zeros(k, dtype=np.float64)
+            value = None
+    else:
+        embedder = Embedder(
+            options.embedder,
+            device=options.device,
+            batch_size=options.batch_size,
+            cache_dir=options.cache_dir,
+            progress=progress,
+        )
+        with manifest.stage("embed", model=embedder.model_id) as rec:
+            pool_emb = embedder.embed(pool.texts)  # (M, d)
+            rec.update(pool=dict(embedder.last_stats))
+            target_emb = None
+            if target is not None:
+                target_emb = embedder.embed(target.texts)  # (N, d)
+                rec.update(target=dict(embedder.last_stats))
+        from nncift.selection import select
+
+        kwargs = dict(options.selection)
+        if target_emb is not None:
+            if options.objective == "flcg":
+                kwargs["private_embeddings"] = target_emb
+            else:
+                kwargs["query_embeddings"] = target_emb
+        with manifest.stage("select", objective=options.objective) as rec:
+            result = select(
+                options.objective,
+                budget=k,
+                embeddings=pool_emb,
+                seed=options.seed,
+                **kwargs,
+            )
+            rec.update(mode=result.mode, optimizer=result.optimizer, timings=result.timings)
+        indices, gains, value = result.indices, result.gains, float(result.objective)
+
+    manifest.results.update(selected=int(len(indices)), objective_value=value)
+    run = SelectRun(indices=indices, gains=gains, objective_value=value, manifest=manifest)
+    if out_path is not None:
+        with manifest.stage("write"):
+            write_records(out_path, output_records(pool, indices, gains))
+        manifest.results["output"] = str(out_path)
+        manifest.write(manifest_path(out_path))
+        run.output = out_path
+    return run

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The whole test suite: Rust lint + tests, Python lint + types, pytest against the
+# installed wheel, and a smoke run of the installed CLI. Usage: scripts/test.sh [VENV]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${1:-.venv}
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+# Test caches live in a throw-away folder so runs do not depend on a user's cache.
+export NNCIFT_CACHE=${NNCIFT_CACHE:-$(mktemp -d)}
+
+echo "== cargo fmt / clippy / test"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+cargo test --workspace --quiet
+
+echo "== ruff / mypy"
+"$VENV/bin/ruff" check python tests benches
+"$VENV/bin/ruff" format --check python tests benches
+"$VENV/bin/mypy" python/nncift
+
+echo "== pytest (against the installed wheel)"
+# Run from a folder outside the source tree so `import nncift` finds the installed wheel.
+(cd tests && "$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@" .)
+
+echo "== CLI smoke run from the installed wheel"
+smoke=$(mktemp -d)
+"$VENV/bin/nncift" --version
+"$VENV/bin/nncift" -q select --pool builtin:ifbench --limit 60 --budget 6 --out "$smoke/subset.jsonl"
+test "$(wc -l < "$smoke/subset.jsonl")" -eq 6
+test -s "$smoke/subset.manifest.json"
+echo "smoke run ok"
