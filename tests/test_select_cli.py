@@ -1,0 +1,125 @@
+"""`nncift select` end to end through Click and as a real subprocess, plus bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import polars as pl
+import pytest
+from click.testing import CliRunner
+
+from nncift.cli.main import cli
+from nncift.data import load_named
+
+
+@pytest.fixture(scope="module")
+def pool_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    items = load_named("chatterbot", limit=80)
+    path = tmp_path_factory.mktemp("data") / "pool.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in items.records), encoding="utf-8")
+    return path
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, ["-q", *args], catch_exceptions=False)
+    return result.exit_code, result.output
+
+
+def test_select_writes_records_in_order_with_rank_gain_and_manifest(
+    pool_file: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "subset.jsonl"
+    code, output = run("select", "--pool", str(pool_file), "--budget", "0.1", "--out", str(out))
+    assert code == 0, output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 8
+    assert [r["nncift_rank"] for r in rows] == list(range(1, 9))
+    gains = [r["nncift_gain"] for r in rows]
+    assert gains == sorted(gains, reverse=True)  # facility-location gains never increase
+    originals = [json.loads(line) for line in pool_file.read_text().splitlines()]
+    for r in rows:
+        orig = {k: v for k, v in r.items() if not k.startswith("nncift_")}
+        assert orig in originals
+    manifest = json.loads((tmp_path / "subset.manifest.json").read_text())
+    assert manifest["inputs"]["pool"]["sha256"]
+    assert manifest["options"]["budget_count"] == 8
+    assert {"embed", "select", "write"} <= set(manifest["stages"])
+    assert manifest["options"]["seed"] == 0
+
+
+def test_select_is_deterministic_and_parquet_output(pool_file: Path, tmp_path: Path) -> None:
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.parquet"
+    assert run("select", "--pool", str(pool_file), "--budget", "5", "--out", str(a))[0] == 0
+    assert run("select", "--pool", str(pool_file), "--budget", "5", "--out", str(b))[0] == 0
+    ids_a = [json.loads(line)["nncift_id"] for line in a.read_text().splitlines()]
+    assert pl.read_parquet(b)["nncift_id"].to_list() == ids_a
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--budget", "500"], "larger than the pool"),
+        (["--budget", "0"], "budget must be a positive"),
+        (["--budget", "2.5"], "neither a fraction"),
+    ],
+)
+def test_impossible_budgets(pool_file: Path, tmp_path: Path, extra: list[str], message: str) -> None:
+    out = tmp_path / "o.jsonl"
+    code, output = run("select", "--pool", str(pool_file), "--out", str(out), *extra)
+    assert code != 0 and message in output
+    assert "Traceback" not in output
+    assert not out.exists() and not list(tmp_path.glob(".o.jsonl*"))
+
+
+def test_bad_files_give_one_line_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "a", "response": "b"}\n{oops\n', encoding="utf-8")
+    code, output = run("select", "--pool", str(bad), "--out", str(tmp_path / "o.jsonl"))
+    assert code != 0 and "bad.jsonl: line 2: malformed JSON" in output
+    code, output = run("select", "--pool", str(tmp_path / "nope.jsonl"), "--out", "x.jsonl")
+    assert code != 0 and "no such file" in output
+    code, output = run("select", "--pool", str(bad), "--out", str(tmp_path / "o.txt"))
+    assert code != 0 and "unknown output type" in output
+
+
+def test_unknown_schema_through_the_cli_and_field_flags(tmp_path: Path) -> None:
+    data = tmp_path / "qa.jsonl"
+    data.write_text(
+        "".join(json.dumps({"q": f"question {i}", "a": f"answer {i}"}) + "\n" for i in range(12)),
+        encoding="utf-8",
+    )
+    code, output = run("select", "--pool", str(data), "--budget", "3", "--out", str(tmp_path / "o.jsonl"))
+    assert code != 0 and "--prompt-field" in output and "['a', 'q']" in output
+    code, output = run(
+        "select", "--pool", str(data), "--prompt-field", "q", "--response-field", "a",
+        "--budget", "3", "--out", str(tmp_path / "o.jsonl"),
+    )  # fmt: skip
+    assert code == 0, output
+
+
+def test_random_method_needs_no_model(pool_file: Path, tmp_path: Path) -> None:
+    out = tmp_path / "r.jsonl"
+    code, output = run("select", "--pool", str(pool_file), "--method", "random", "--budget", "4",
+                       "--seed", "3", "--out", str(out))  # fmt: skip
+    assert code == 0, output
+    assert len(out.read_text().splitlines()) == 4
+
+
+def test_real_subprocess_run(pool_file: Path, tmp_path: Path) -> None:
+    exe = shutil.which("nncift")
+    assert exe, "the nncift console script must be installed"
+    out = tmp_path / "s.jsonl"
+    proc = subprocess.run(
+        [exe, "select", "--pool", str(pool_file), "--budget", "4", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "selected 4 of 80 items" in proc.stdout
+    bad = subprocess.run([exe, "select", "--pool", str(tmp_path / "missing.jsonl"), "--out", str(out)],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert bad.returncode != 0 and "no such file" in bad.stderr and "Traceback" not in bad.stderr
