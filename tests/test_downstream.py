@@ -1,0 +1,89 @@
+"""Downstream evaluation: ROUGE, response-only loss masking, LoRA fine-tuning, ICL demos."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nncift.data import Items
+from nncift.downstream import (
+    finetune_evaluate,
+    finetune_lora,
+    icl_evaluate,
+    nearest_demonstrations,
+    rouge,
+    training_example,
+)
+
+
+def items(pairs: list[tuple[str, str]]) -> Items:
+    return Items(
+        ids=[str(i) for i in range(len(pairs))],
+        prompts=[p for p, _ in pairs],
+        responses=[r for _, r in pairs],
+        records=[{"prompt": p, "response": r} for p, r in pairs],
+    )
+
+
+def test_rouge_matches_hand_computed_values() -> None:
+    assert rouge("the cat sat", "the cat sat") == {"rouge1": 1.0, "rougeL": 1.0}
+    s = rouge("the cat sat on the mat", "the cat lay on a mat")
+    # unigram overlap: the, cat, on, mat = 4; P = 4/6, R = 4/6
+    assert s["rouge1"] == pytest.approx(4 / 6)
+    # LCS: the cat on mat = 4
+    assert s["rougeL"] == pytest.approx(4 / 6)
+    s = rouge("mat on the cat", "the cat on the mat")
+    assert s["rouge1"] == pytest.approx(2 * (4 / 4) * (4 / 5) / (4 / 4 + 4 / 5))
+    assert s["rougeL"] < s["rouge1"]
+    assert rouge("", "x") == {"rouge1": 0.0, "rougeL": 0.0}
+
+
+@pytest.fixture(scope="module")
+def lm():  # type: ignore[no-untyped-def]
+    from nncift.lm import tiny_random_lm
+
+    return tiny_random_lm(seed=0)
+
+
+def test_training_example_feeds_response_and_masks_prompt(lm) -> None:  # type: ignore[no-untyped-def]
+    ids, labels = training_example(lm, "What is two plus two?", "Four.", max_length=128)
+    assert len(ids) == len(labels)
+    resp = lm.tokenizer("Four.", add_special_tokens=False)["input_ids"]
+    n_resp = len(resp) + 1  # + eos
+    assert labels[-n_resp:] == ids[-n_resp:]  # response tokens are fed AND scored
+    assert ids[-n_resp:-1] == resp
+    assert all(x == -100 for x in labels[:-n_resp])  # prompt positions carry no loss
+    # Too long: the prompt is cut from the left; the response survives.
+    ids, labels = training_example(lm, "word " * 400, "Four.", max_length=64)
+    assert len(ids) == 64 and labels[-n_resp:] == ids[-n_resp:]
+
+
+def test_lora_fine_tuning_learns_and_base_model_is_restored(lm) -> None:  # type: ignore[no-untyped-def]
+    train = items([("Say the magic word.", "banana banana banana")] * 4)
+    before = {k: v.clone() for k, v in lm.model.state_dict().items()}
+    all_linear = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    _, losses = finetune_lora(
+        lm, train, epochs=4, lr=5e-2, batch_size=4, rank=8, target_modules=all_linear
+    )
+    # A random 2-layer model learns slowly, but the response loss must go down.
+    assert losses[-1] < losses[0] - 0.2
+    lm.model = lm.model.unload()
+    scores, _ = finetune_evaluate(
+        lm, train, items([("Say the magic word.", "banana")]), epochs=1, max_new_tokens=4, rank=4
+    )
+    assert len(scores.generations) == 1
+    after = lm.model.state_dict()
+    assert set(after) == set(before)  # no LoRA modules left behind
+    for k, v in before.items():
+        assert np.array_equal(v.numpy(), after[k].numpy())
+
+
+def test_nearest_demonstrations_and_icl_run(lm) -> None:  # type: ignore[no-untyped-def]
+    sel = np.eye(4, dtype=np.float32)
+    test = np.array([[0, 0, 1, 0], [0.6, 0.8, 0, 0]], dtype=np.float32)
+    nn = nearest_demonstrations(sel, test, k=2)
+    assert nn[0, 0] == 2 and nn[1].tolist() == [1, 0]
+    pool = items([(f"question {i}", f"answer {i}") for i in range(4)])
+    tests = items([("question 2", "answer 2"), ("question 1", "answer 1")])
+    scores = icl_evaluate(lm, pool, sel, tests, test, k=2, max_new_tokens=4)
+    assert len(scores.generations) == 2 and 0.0 <= scores.rouge1 <= 1.0
