@@ -62,12 +62,12 @@ def test_lora_fine_tuning_learns_and_base_model_is_restored(lm) -> None:  # type
     train = items([("Say the magic word.", "banana banana banana")] * 4)
     before = {k: v.clone() for k, v in lm.model.state_dict().items()}
     all_linear = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-    _, losses = finetune_lora(
+    model, losses = finetune_lora(
         lm, train, epochs=4, lr=5e-2, batch_size=4, rank=8, target_modules=all_linear
     )
     # A random 2-layer model learns slowly, but the response loss must go down.
     assert losses[-1] < losses[0] - 0.2
-    lm.model = lm.model.unload()
+    lm.model = model.unload()
     scores, _ = finetune_evaluate(
         lm, train, items([("Say the magic word.", "banana")]), epochs=1, max_new_tokens=4, rank=4
     )

@@ -225,7 +225,11 @@ def finetune_lora(
     seed: int = 0,
     target_modules: Sequence[str] = ("q_proj", "v_proj"),
 ) -> tuple[Any, list[float]]:
-    """LoRA fine-tuning with loss on response tokens only. Returns (peft model, epoch losses)."""
+    """LoRA fine-tuning with loss on response tokens only. Returns (peft model, epoch losses).
+
+    The adapter is injected into `lm.model` in place; `model.unload()` removes it again
+    (as `finetune_evaluate` does).
+    """
     import torch
     from peft import LoraConfig, get_peft_model
 
