@@ -130,7 +130,8 @@ def write_records(path: str | Path, records: list[dict[str, Any]]) -> None:
         raise InputError(f"{path}: unknown output type {path.suffix!r}; use .jsonl, .json, .csv or .parquet")
 
 
-def _check_output(path: Path) -> None:
+def check_output_path(path: Path) -> None:
+    """Refuse an output path nncift cannot write, before any work is done."""
     if path.suffix.lower() not in (".jsonl", ".ndjson", ".json", ".csv", ".parquet"):
         raise InputError(f"{path}: unknown output type {path.suffix!r}; use .jsonl, .json, .csv or .parquet")
     if path.exists() and path.is_dir():
@@ -157,7 +158,7 @@ def run_select(
         raise InputError(f"unknown method {options.method!r}; choose from {', '.join(METHODS)}")
     out_path = Path(out) if out is not None else None
     if out_path is not None:
-        _check_output(out_path)
+        check_output_path(out_path)
     k = resolve_budget(options.budget, len(pool))
     manifest = manifest or Manifest(command="select")
     manifest.options.update({k_: v for k_, v in asdict(options).items()})

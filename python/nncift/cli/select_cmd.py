@@ -87,9 +87,10 @@ def select_command(
       nncift select --pool data.jsonl --budget 0.1 --out subset.jsonl
     """
     from nncift.manifest import Manifest
-    from nncift.pipeline import SelectOptions, run_select
+    from nncift.pipeline import SelectOptions, check_output_path, run_select
 
     quiet = ctx.obj.get("quiet", False)
+    check_output_path(Path(out))
     manifest = Manifest(command="select")
     pool_items = load_pool(pool, rest, manifest, "pool")
     target_items = load_pool(target, rest, manifest, "target") if target else None

@@ -1,0 +1,528 @@
+"""Subset selection: submodular objectives over dense, sparse kNN or on-the-fly kernels.
+
+One entry point, :func:`select`, runs in Rust with the GIL released. Kernels are oriented
+``K[j, t]``: rows ``j`` are the pool items that can be chosen, columns ``t`` the items to be
+represented (the pool itself for a square kernel). For a symmetric kernel this is the same as
+submodlib's; for submodlib's ``separate_rep`` kernel (``n_rep x n``) pass its transpose.
+
+Objectives (``s = K``; all need ``s >= 0``; the disparity ones need ``s`` in ``[0, 1]``):
+
+* ``fl``: ``f(A) = sum_t max_{j in A} s_jt`` (facility location; ``represented_embeddings``
+  give a separate represented set).
+* ``flmi``: ``sum_t min(max_{j in A} s_jt, eta * max_q s_tq)`` with a query set.
+* ``flcg``: ``sum_t max(max_{j in A} s_jt - nu * max_p s_tp, 0)`` with a private set.
+* ``graph-cut``: ``sum_{j in A} sum_t s_jt - lambda * sum_{i, j in A} s_ij``.
+* ``disparity-sum``: ``sum_{i < j in A} (1 - s_ij)``; ``disparity-min``: ``min_{i != j} (1 - s_ij)``
+  (greedy = farthest-first: the reported gain is the distance to the nearest chosen item).
+* ``topk``: ``sum_{j in A} scores_j``; ``mix``: ``fl + quality_weight * sum_{j in A} scores_j``.
+
+Cosine kernels built from embeddings are made non-negative by ``cosine="clip"``
+(``max(cos, 0)``, the default: FL ignores negative similarities anyway, so FL values equal
+submodlib's on the raw cosine kernel) or ``cosine="shift"`` (``(1 + cos) / 2``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from nncift import _core
+
+OBJECTIVES = ("fl", "flmi", "flcg", "graph-cut", "disparity-sum", "disparity-min", "topk", "mix")
+OPTIMIZERS = ("naive", "lazy", "stochastic", "lazier-than-lazy", "greedi")
+MODES = ("auto", "dense", "sparse", "onthefly")
+
+#: Pool size per part when ``optimizer="greedi"`` chooses the number of parts itself.
+GREEDI_PART_SIZE = 50_000
+#: Rough sustained single-thread rates on a laptop core, used only for estimates.
+_GEMM_FLOPS_PER_THREAD = 2.5e10
+_SCAN_PER_THREAD = 1.5e9
+
+
+@dataclass(frozen=True)
+class SelectionResult:
+    """The outcome of :func:`select`.
+
+    Attributes:
+        indices: (k,) int64, chosen pool indices in selection order (``initial`` excluded).
+        gains: (k,) float64, marginal gain of each when chosen (not divided by cost).
+        objective: ``f(initial + chosen)``.
+        timings: seconds per stage (``kernel``, ``select``, ...; ``total``).
+        mode: how the kernel was held (``dense``, ``sparse``, ``onthefly``, ``greedi-...``).
+        optimizer: the optimizer that ran.
+        evaluations: number of marginal-gain evaluations (a work measure).
+    """
+
+    indices: np.ndarray
+    gains: np.ndarray
+    objective: float
+    timings: dict[str, float]
+    mode: str
+    optimizer: str
+    evaluations: int = 0
+
+    def __len__(self) -> int:
+        return int(self.indices.shape[0])
+
+
+@dataclass(frozen=True)
+class SelectionPlan:
+    """What a selection will cost, before running it (:func:`estimate_selection`)."""
+
+    n: int
+    budget: int
+    objective: str
+    mode: str
+    memory_bytes: int
+    seconds: float
+    reason: str
+    details: dict[str, float] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return (
+            f"selection plan: {self.objective} on {self.n:,} items, budget {self.budget:,}, "
+            f"mode {self.mode} ({self.reason}); about {_fmt_bytes(self.memory_bytes)} memory "
+            f"and {_fmt_seconds(self.seconds)}"
+        )
+
+
+def _fmt_bytes(b: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if b < 1024 or unit == "TB":
+            return f"{b:.0f} {unit}" if unit == "B" else f"{b:.1f} {unit}"
+        b /= 1024
+    return f"{b:.1f} TB"
+
+
+def _fmt_seconds(s: float) -> str:
+    if s < 1:
+        return "under a second"
+    if s < 120:
+        return f"{s:.0f} s"
+    return f"{s / 60:.0f} min"
+
+
+def _available_memory() -> int:
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return 8 * 1024**3
+
+
+def _threads(n_jobs: int) -> int:
+    return max(1, n_jobs if n_jobs > 0 else (os.cpu_count() or 1))
+
+
+def resolve_budget(budget: float, n: int) -> int:
+    """Turn a count (>= 1) or a fraction of the pool (0 < b < 1) into a count."""
+    if isinstance(budget, bool) or not isinstance(budget, (int, float, np.integer, np.floating)):
+        raise ValueError(f"budget must be a number, got {budget!r}")
+    b = float(budget)
+    if not math.isfinite(b) or b <= 0:
+        raise ValueError(f"budget must be > 0 (a count or a fraction of the pool), got {budget}")
+    if b < 1:
+        return max(1, int(round(b * n)))
+    if b != int(b):
+        raise ValueError(f"a budget >= 1 is a count and must be whole, got {budget}")
+    return int(b)
+
+
+def _auto_mode(n: int, memory_limit: int | None) -> tuple[str, str]:
+    limit = memory_limit if memory_limit is not None else _available_memory()
+    dense_bytes = 4 * n * n
+    if dense_bytes <= limit // 4:
+        return "dense", f"the {n:,} x {n:,} float32 kernel ({_fmt_bytes(dense_bytes)}) fits"
+    if n <= 400_000:
+        return "sparse", f"a dense kernel ({_fmt_bytes(dense_bytes)}) would not fit; kNN instead"
+    return "onthefly", "pool too large for a kNN build in one piece; partition and merge"
+
+
+def estimate_selection(
+    n: int,
+    *,
+    budget: float,
+    d: int | None = None,
+    objective: str = "fl",
+    mode: str = "auto",
+    optimizer: str = "lazy",
+    knn: int = 10,
+    n_queries: int = 0,
+    kernel_given: bool = False,
+    n_jobs: int = 0,
+    memory_limit: int | None = None,
+) -> SelectionPlan:
+    """Estimate memory and time of :func:`select` on ``n`` items, and the mode ``auto`` picks.
+
+    Args:
+        n: pool size.
+        budget: count or fraction, as for :func:`select`.
+        d: embedding width (default 384) when the kernel is built from embeddings.
+        kernel_given: a dense kernel is passed in (no build cost, its memory is the caller's).
+        memory_limit: bytes the run may use (default: the machine's available memory).
+
+    The time is a rough figure for a laptop-class CPU; the memory is what nncift allocates.
+    """
+    if n <= 0:
+        raise ValueError("the pool is empty")
+    _check_choice("objective", objective, OBJECTIVES)
+    _check_choice("mode", mode, MODES)
+    _check_choice("optimizer", optimizer, OPTIMIZERS)
+    k = resolve_budget(budget, n)
+    d = d or 384
+    t = _threads(n_jobs)
+    gemm = _GEMM_FLOPS_PER_THREAD * t
+    scan = _SCAN_PER_THREAD * t
+    emb_bytes = 0 if kernel_given else 4 * n * d * 2
+    if objective == "topk":
+        return SelectionPlan(n, k, objective, "none", 16 * n, n * 1e-8, "scores only")
+    reason = f"mode {mode} requested"
+    if kernel_given:
+        chosen = "dense"
+        reason = "a dense kernel was given"
+    elif mode == "auto" or optimizer == "greedi":
+        chosen, reason = _auto_mode(n, memory_limit)
+        if optimizer == "greedi":
+            reason = "partition and merge requested"
+    else:
+        chosen = mode
+    details: dict[str, float] = {}
+    side = 2 * n * max(n_queries, 1) * d / gemm if n_queries else 0.0
+    # Lazy greedy re-evaluates a few dozen stale candidates per pick in practice.
+    reevals = {"naive": float(n), "stochastic": n / max(k, 1) * math.log(100)}.get(optimizer, 30.0)
+    if chosen == "dense":
+        mem = (0 if kernel_given else 4 * n * n) + emb_bytes + 24 * n
+        build = 0.0 if kernel_given else 2 * n * n * d / gemm
+        sel = (n * n + k * reevals * n) / scan
+    elif chosen == "sparse":
+        nnz = knn * n
+        mem = 16 * nnz + emb_bytes + 24 * n + 4 * 2048 * 256 * t
+        build = 2 * n * n * d / gemm + n * n / scan
+        sel = (nnz + k * reevals * nnz / n) / scan * 4
+    else:
+        parts = max(1, math.ceil(n / GREEDI_PART_SIZE))
+        if optimizer == "greedi" or chosen == "onthefly" and mode == "auto":
+            part = math.ceil(n / parts)
+            nnz = knn * part
+            mem = emb_bytes + 16 * nnz * 2 + 4 * 2048 * 256 * t + 24 * n
+            build = parts * 2 * part * part * d / gemm
+            sel = parts * (nnz * 8) / scan
+            chosen = "greedi-sparse"
+            details["parts"] = parts
+        else:
+            mem = emb_bytes + 24 * n + 4 * 256 * n * t
+            build = 0.0
+            sel = (n * n * d * 2 / gemm) + k * reevals * n * d * 2 / gemm
+    details.update(build_seconds=build, select_seconds=sel)
+    return SelectionPlan(n, k, objective, chosen, int(mem), build + sel + side, reason, details)
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"unknown {name} {value!r}; choose from {', '.join(choices)}")
+
+
+def _matrix(x: Any, name: str) -> np.ndarray:
+    a = np.asarray(x)
+    if a.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array, got shape {a.shape}")
+    if a.dtype.kind not in "fiu":
+        raise ValueError(f"{name} must be numeric, got dtype {a.dtype}")
+    a = np.ascontiguousarray(a, dtype=np.float32)
+    if not np.isfinite(a).all():
+        bad = np.argwhere(~np.isfinite(a))[0]
+        raise ValueError(f"{name}[{bad[0]}, {bad[1]}] is NaN or inf; values must be finite")
+    return a
+
+
+def _check_kernel(k: np.ndarray, name: str, unit: bool) -> None:
+    lo = float(k.min()) if k.size else 0.0
+    if lo < 0:
+        bad = np.argwhere(k < 0)[0]
+        raise ValueError(
+            f"{name}[{bad[0]}, {bad[1]}] = {k[bad[0], bad[1]]:.4g} is negative; "
+            "submodular coverage "
+            "functions need non-negative similarities (shift or clip them, e.g. (1 + cos) / 2)"
+        )
+    if unit and float(k.max()) > 1.0:
+        raise ValueError(f"{name} has values > 1; disparity functions need similarities in [0, 1]")
+
+
+def select(
+    objective: str = "fl",
+    *,
+    budget: float,
+    kernel: Any = None,
+    embeddings: Any = None,
+    represented_embeddings: Any = None,
+    query_kernel: Any = None,
+    query_embeddings: Any = None,
+    private_kernel: Any = None,
+    private_embeddings: Any = None,
+    scores: Any = None,
+    quality_weight: float = 1.0,
+    mode: str = "auto",
+    optimizer: str = "lazy",
+    epsilon: float = 0.01,
+    eta: float = 1.0,
+    nu: float = 1.0,
+    lambda_: float = 0.5,
+    knn: int = 10,
+    cosine: str = "clip",
+    costs: Any = None,
+    cost_budget: float | None = None,
+    initial: Any = None,
+    stop_if_zero_gain: bool = True,
+    stop_if_negative_gain: bool = False,
+    seed: int = 0,
+    n_jobs: int = 0,
+    kernel_source: Any = None,
+    greedi_parts: int | None = None,
+    memory_limit: int | None = None,
+) -> SelectionResult:
+    """Choose ``budget`` pool items greedily maximising a submodular objective.
+
+    Args:
+        objective: one of ``fl, flmi, flcg, graph-cut, disparity-sum, disparity-min, topk, mix``.
+        budget: a count (>= 1) or a fraction of the pool (0 < b < 1), not counting ``initial``.
+        kernel: (n, m) similarities ``K[pool item, represented item]``, float32 (other numeric
+            dtypes are converted); square (n, n) for every objective except ``fl``.
+        embeddings: (n, d) pool embeddings; the kernel is their cosine (see ``cosine``).
+        represented_embeddings: (m, d) embeddings of a separate represented set (``fl`` only).
+        query_kernel / query_embeddings: (n, q) kernel or (q, d) embeddings of the query set (flmi).
+        private_kernel / private_embeddings: (n, p) kernel or (p, d) embeddings (flcg).
+        scores: (n,) per-item quality for ``topk`` and ``mix``.
+        quality_weight: weight of the scores in ``mix``.
+        mode: ``dense`` (full kernel in memory), ``sparse`` (kNN with ``knn`` neighbours per
+            represented item), ``onthefly`` (entries computed when needed) or ``auto``.
+        optimizer: ``naive``, ``lazy``, ``stochastic``, ``lazier-than-lazy`` or ``greedi``
+            (partition and merge, lazy inside; ``greedi_parts`` parts, default n / 50,000).
+        epsilon: sample-size parameter of the stochastic optimizers.
+        eta, nu, lambda_: FLMI query weight, FLCG privacy hardness, graph-cut weight.
+        costs: (n,) per-item costs > 0 (e.g. token counts): ranks by gain / cost and stops at
+            ``cost_budget`` total cost.
+        initial: indices already chosen; counted in the objective, never returned.
+        stop_if_zero_gain: stop early once the best gain is below 1e-5 in magnitude (submodlib's
+            rule); the first pick of disparity-sum is exempt.
+        stop_if_negative_gain: stop early once the best gain is negative.
+        seed: seed of the stochastic optimizers and of greedi's partition.
+        n_jobs: threads (0 = all cores); the result does not depend on it.
+        kernel_source: a pairwise scorer object computing the kernel on the fly.
+        memory_limit: bytes ``mode="auto"`` may plan for (default: available memory).
+
+    Returns:
+        A :class:`SelectionResult`.
+
+    Raises:
+        ValueError: bad budget, shapes, NaN/inf or negative similarities, empty pool.
+    """
+    import time
+
+    t0 = time.perf_counter()
+    _check_choice("objective", objective, OBJECTIVES)
+    _check_choice("optimizer", optimizer, OPTIMIZERS)
+    _check_choice("mode", mode, MODES)
+    if cosine not in ("clip", "shift", "raw"):
+        raise ValueError(f"unknown cosine transform {cosine!r}; choose clip or shift")
+    if knn is None or int(knn) < 1:
+        raise ValueError(f"knn must be >= 1, got {knn}")
+    if not (0 < epsilon < 1):
+        raise ValueError(f"epsilon must be in (0, 1), got {epsilon}")
+    if n_jobs < 0:
+        raise ValueError(f"n_jobs must be >= 0, got {n_jobs}")
+
+    k_arr = _matrix(kernel, "kernel") if kernel is not None else None
+    e_arr = _matrix(embeddings, "embeddings") if embeddings is not None else None
+    r_arr = (
+        _matrix(represented_embeddings, "represented_embeddings")
+        if represented_embeddings is not None
+        else None
+    )
+    sc = None
+    if scores is not None:
+        sc = np.ascontiguousarray(np.asarray(scores, dtype=np.float32).ravel())
+        if not np.isfinite(sc).all():
+            raise ValueError("scores contain NaN or inf")
+
+    if k_arr is not None:
+        n = k_arr.shape[0]
+    elif e_arr is not None:
+        n = e_arr.shape[0]
+    elif kernel_source is not None:
+        n = int(kernel_source.n_rows)
+    elif sc is not None:
+        n = sc.shape[0]
+    else:
+        raise ValueError("give a kernel, embeddings, a kernel_source or (for topk) scores")
+    if n == 0:
+        raise ValueError("the pool is empty")
+    if e_arr is not None and e_arr.shape[1] == 0:
+        raise ValueError("embeddings have width 0")
+
+    rust_obj = objective
+    if objective in ("topk", "mix"):
+        if sc is None:
+            raise ValueError(f"{objective} needs scores (one per pool item)")
+        if sc.shape[0] != n:
+            raise ValueError(f"scores have {sc.shape[0]} entries, the pool has {n} items")
+        rust_obj = "topk" if objective == "topk" else "fl"
+    elif sc is not None:
+        raise ValueError(f"scores are only used by topk and mix, not {objective}")
+    if objective == "topk":
+        k_arr = e_arr = r_arr = None
+        quality_weight = 1.0
+    elif k_arr is None and e_arr is None and kernel_source is None:
+        raise ValueError(f"{objective} needs a kernel, embeddings or a kernel_source")
+
+    square = objective not in ("fl", "mix", "topk")
+    if k_arr is not None:
+        if square and k_arr.shape[1] != n:
+            raise ValueError(f"{objective} needs a square (n, n) kernel, got shape {k_arr.shape}")
+        if k_arr.shape[1] == 0:
+            raise ValueError("the kernel has no columns (empty represented set)")
+        _check_kernel(k_arr, "kernel", objective in ("disparity-sum", "disparity-min"))
+    if r_arr is not None:
+        if objective not in ("fl", "mix"):
+            raise ValueError("represented_embeddings are only used by fl / mix")
+        if e_arr is None:
+            raise ValueError("represented_embeddings need embeddings for the pool")
+        if r_arr.shape[1] != e_arr.shape[1]:
+            raise ValueError(
+                f"represented_embeddings have d={r_arr.shape[1]}, embeddings d={e_arr.shape[1]}"
+            )
+
+    side: dict[str, np.ndarray | None] = {}
+    for role, kern, emb, used in (
+        ("query", query_kernel, query_embeddings, objective == "flmi"),
+        ("private", private_kernel, private_embeddings, objective == "flcg"),
+    ):
+        if not used:
+            if kern is not None or emb is not None:
+                raise ValueError(
+                    f"{role} kernel / embeddings are only used by "
+                    f"{'flmi' if role == 'query' else 'flcg'}"
+                )
+            side[f"{role}_kernel"] = side[f"{role}_embeddings"] = None
+            continue
+        if kern is None and emb is None:
+            raise ValueError(f"{objective} needs {role}_kernel (n, q) or {role}_embeddings (q, d)")
+        ka = _matrix(kern, f"{role}_kernel") if kern is not None else None
+        ea = _matrix(emb, f"{role}_embeddings") if emb is not None else None
+        if ka is not None:
+            if ka.shape[0] != n:
+                raise ValueError(f"{role}_kernel has {ka.shape[0]} rows, the pool has {n} items")
+            if ka.shape[1] == 0:
+                raise ValueError(f"the {role} set is empty")
+            _check_kernel(ka, f"{role}_kernel", False)
+        if ea is not None and ka is None:
+            if ea.shape[0] == 0:
+                raise ValueError(f"the {role} set is empty")
+            if e_arr is None:
+                raise ValueError(
+                    f"{role}_embeddings need pool embeddings (the kernel is their cosine)"
+                )
+            if ea.shape[1] != e_arr.shape[1]:
+                raise ValueError(
+                    f"{role}_embeddings have d={ea.shape[1]}, embeddings d={e_arr.shape[1]}"
+                )
+        side[f"{role}_kernel"] = ka
+        side[f"{role}_embeddings"] = ea if ka is None else None
+
+    init = None
+    if initial is not None:
+        init = np.ascontiguousarray(np.asarray(initial, dtype=np.int64).ravel())
+        if init.size and (init.min() < 0 or init.max() >= n):
+            raise ValueError(f"initial indices must be in [0, {n})")
+        if np.unique(init).size != init.size:
+            raise ValueError("initial indices contain duplicates")
+    n_free = n - (0 if init is None else init.size)
+    count = resolve_budget(budget, n)
+    if count > n_free:
+        raise ValueError(f"budget {count} is larger than the {n_free} selectable items of the pool")
+
+    cost_arr = None
+    if costs is not None:
+        cost_arr = np.ascontiguousarray(np.asarray(costs, dtype=np.float64).ravel())
+        if cost_arr.shape[0] != n:
+            raise ValueError(f"costs have {cost_arr.shape[0]} entries, the pool has {n} items")
+        if not np.isfinite(cost_arr).all() or (cost_arr <= 0).any():
+            raise ValueError("costs must be finite and > 0")
+        if cost_budget is None or not (cost_budget > 0):
+            raise ValueError("costs need a positive cost_budget (total cost allowed)")
+
+    greedi = 0
+    inner = optimizer
+    if optimizer == "greedi":
+        inner = "lazy"
+        greedi = int(greedi_parts) if greedi_parts else max(1, math.ceil(n / GREEDI_PART_SIZE))
+    if objective == "topk" or k_arr is not None:
+        run_mode = "dense"
+    elif mode == "auto":
+        run_mode, _ = _auto_mode(n, memory_limit)
+        if run_mode == "onthefly" and kernel_source is None and objective not in ("flmi", "flcg"):
+            # Too big for one kNN build: partition and merge with a kNN kernel per part.
+            run_mode = "sparse"
+            greedi = greedi or max(1, math.ceil(n / GREEDI_PART_SIZE))
+            inner = "lazy" if optimizer == "greedi" else optimizer
+    else:
+        run_mode = mode
+    if greedi and run_mode == "dense" and k_arr is None:
+        run_mode = "sparse"
+
+    t1 = time.perf_counter()
+    idx, gains, value, timings, used_mode, used_opt, evals = _core.select_core(
+        rust_obj,
+        count,
+        kernel=k_arr,
+        embeddings=e_arr,
+        represented_embeddings=r_arr,
+        scores=sc,
+        quality_weight=float(quality_weight),
+        mode=run_mode,
+        knn=int(knn),
+        optimizer=inner,
+        epsilon=float(epsilon),
+        eta=float(eta),
+        nu=float(nu),
+        lambda_=float(lambda_),
+        costs=cost_arr,
+        cost_budget=None if cost_budget is None else float(cost_budget),
+        initial=init,
+        stop_if_zero_gain=bool(stop_if_zero_gain),
+        stop_if_negative_gain=bool(stop_if_negative_gain),
+        seed=int(seed),
+        n_jobs=int(n_jobs),
+        cosine=cosine,
+        greedi_parts=greedi,
+        kernel_source=kernel_source,
+        query_kernel=side["query_kernel"],
+        query_embeddings=side["query_embeddings"],
+        private_kernel=side["private_kernel"],
+        private_embeddings=side["private_embeddings"],
+    )
+    t2 = time.perf_counter()
+    times = {"validate": t1 - t0, **dict(timings), "total": t2 - t0}
+    return SelectionResult(
+        indices=idx,
+        gains=gains,
+        objective=float(value),
+        timings=times,
+        mode="none" if objective == "topk" else used_mode,
+        optimizer="greedi" if greedi else used_opt,
+        evaluations=int(evals),
+    )
+
+
+__all__ = [
+    "MODES",
+    "OBJECTIVES",
+    "OPTIMIZERS",
+    "SelectionPlan",
+    "SelectionResult",
+    "estimate_selection",
+    "resolve_budget",
+    "select",
+]

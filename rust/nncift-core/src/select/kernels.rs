@@ -1,0 +1,537 @@
+//! Kernel sources for selection, all seen through one row/column interface.
+//!
+//! Orientation (project rule): `K[j, t]`, rows `j` = candidate pool items (what
+//! is chosen), columns `t` = represented items (the pool itself for a square
+//! kernel, or a separate represented / target set). A facility-location gain of
+//! candidate `j` therefore reads one contiguous row. Note that submodlib's
+//! `separate_rep` kernel is the transpose of this (`n_rep x n`).
+//!
+//! Three storage kinds:
+//! * [`KernelData::Dense`]: a borrowed row-major `f32` matrix (no copy).
+//! * [`KernelData::Sparse`]: a kNN kernel, [`SparseKernel`], keeping for every
+//!   represented item `t` its `k` most similar candidates (submodlib's sparse
+//!   convention: `t` is covered only by its nearest neighbours), stored both
+//!   candidate-major (CSR, for gains) and represented-major (for columns).
+//! * [`KernelData::Source`]: any [`PairwiseSource`] evaluated on the fly, in
+//!   blocks, holding no `N x N` matrix (embeddings' cosine, the InfluenceNetwork).
+
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+use std::sync::Arc;
+
+use ndarray::{s, Array2, ArrayView2, Axis};
+use rayon::prelude::*;
+
+use crate::error::{CoreError, CoreResult};
+use crate::kernel::PairwiseSource;
+
+/// A shareable on-the-fly kernel source (what the scorer binding hands over).
+pub type SharedSource = Arc<dyn PairwiseSource + Send + Sync>;
+
+/// How raw cosine similarities in `[-1, 1]` are made non-negative, as the
+/// coverage functions require.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CosineTransform {
+    /// `max(cos, 0)`: facility location already ignores negative similarities
+    /// (its "nearest chosen" value starts at 0), so this keeps FL objectives
+    /// identical to submodlib's on the raw cosine kernel. The default.
+    Clip,
+    /// `(1 + cos) / 2`: keeps the order of all pairs, maps into `[0, 1]`.
+    Shift,
+    /// The raw cosine; only for functions that accept negative values (top-k).
+    Raw,
+}
+
+impl CosineTransform {
+    #[inline]
+    fn apply(self, c: f32) -> f32 {
+        match self {
+            CosineTransform::Clip => c.max(0.0),
+            CosineTransform::Shift => 0.5 * (1.0 + c),
+            CosineTransform::Raw => c,
+        }
+    }
+}
+
+/// L2-normalise the rows of `x` (n, d) into a new owned array; a zero row stays
+/// zero (its cosine with anything is 0). Fails on NaN / inf.
+pub fn normalize_rows(x: ArrayView2<'_, f32>, what: &str) -> CoreResult<Array2<f32>> {
+    let mut out = x.to_owned();
+    for (i, mut row) in out.axis_iter_mut(Axis(0)).enumerate() {
+        let mut ss = 0.0f64;
+        for &v in row.iter() {
+            if !v.is_finite() {
+                return Err(CoreError::Value(format!(
+                    "{what} row {i} contains NaN or inf; embeddings must be finite"
+                )));
+            }
+            ss += f64::from(v) * f64::from(v);
+        }
+        if ss > 0.0 {
+            let inv = (1.0 / ss.sqrt()) as f32;
+            row.mapv_inplace(|v| v * inv);
+        }
+    }
+    Ok(out)
+}
+
+/// Cosine similarity between rows of two embedding matrices, computed in blocks
+/// with a matrix product: `K[j, t] = transform(cos(rows[j], cols[t]))`.
+pub struct CosineSource {
+    rows: Array2<f32>,
+    /// `None` when the kernel is square over the same embeddings.
+    cols: Option<Array2<f32>>,
+    transform: CosineTransform,
+}
+
+impl CosineSource {
+    /// `rows`: (n, d) float32 candidate embeddings; `cols`: (m, d) represented
+    /// embeddings, or `None` for the square pool x pool kernel. Both are
+    /// L2-normalised here (a copy of O(n d) memory).
+    pub fn new(
+        rows: ArrayView2<'_, f32>,
+        cols: Option<ArrayView2<'_, f32>>,
+        transform: CosineTransform,
+    ) -> CoreResult<Self> {
+        if rows.nrows() == 0 || rows.ncols() == 0 {
+            return Err(CoreError::Shape(
+                "embeddings must be a non-empty (n, d) matrix".into(),
+            ));
+        }
+        let rows_n = normalize_rows(rows, "embeddings")?;
+        let cols_n = match cols {
+            Some(c) => {
+                if c.ncols() != rows.ncols() {
+                    return Err(CoreError::Shape(format!(
+                        "embedding widths differ: pool has d={}, other set has d={}",
+                        rows.ncols(),
+                        c.ncols()
+                    )));
+                }
+                if c.nrows() == 0 {
+                    return Err(CoreError::Shape("the other embedding set is empty".into()));
+                }
+                Some(normalize_rows(c, "other embeddings")?)
+            }
+            None => None,
+        };
+        Ok(Self {
+            rows: rows_n,
+            cols: cols_n,
+            transform,
+        })
+    }
+
+    fn col_matrix(&self) -> &Array2<f32> {
+        self.cols.as_ref().unwrap_or(&self.rows)
+    }
+
+    /// Embedding width `d`.
+    pub fn dim(&self) -> usize {
+        self.rows.ncols()
+    }
+}
+
+/// Gather `idx` rows of `m` into a contiguous matrix, or borrow when `idx` is a
+/// contiguous range (the common case in blockwise loops).
+fn gather<'a>(
+    m: &'a Array2<f32>,
+    idx: &[usize],
+) -> CoreResult<ndarray::CowArray<'a, f32, ndarray::Ix2>> {
+    let n = m.nrows();
+    if let Some(&bad) = idx.iter().find(|&&i| i >= n) {
+        return Err(CoreError::Value(format!(
+            "index {bad} out of range for {n} items"
+        )));
+    }
+    let contiguous = idx.windows(2).all(|w| w[1] == w[0] + 1);
+    if contiguous && !idx.is_empty() {
+        Ok(m.slice(s![idx[0]..idx[0] + idx.len(), ..]).into())
+    } else {
+        Ok(m.select(Axis(0), idx).into())
+    }
+}
+
+impl PairwiseSource for CosineSource {
+    fn n_rows(&self) -> usize {
+        self.rows.nrows()
+    }
+    fn n_cols(&self) -> usize {
+        self.col_matrix().nrows()
+    }
+    fn block(&self, rows: &[usize], cols: &[usize], out: &mut [f32]) -> CoreResult<()> {
+        if out.len() != rows.len() * cols.len() {
+            return Err(CoreError::Shape("block output has the wrong length".into()));
+        }
+        if rows.is_empty() || cols.is_empty() {
+            return Ok(());
+        }
+        let a = gather(&self.rows, rows)?;
+        let b = gather(self.col_matrix(), cols)?;
+        let mut c = ndarray::ArrayViewMut2::from_shape((rows.len(), cols.len()), out)
+            .map_err(|e| CoreError::Shape(e.to_string()))?;
+        ndarray::linalg::general_mat_mul(1.0, &a, &b.t(), 0.0, &mut c);
+        let t = self.transform;
+        for v in c.iter_mut() {
+            *v = t.apply(v.clamp(-1.0, 1.0));
+        }
+        Ok(())
+    }
+}
+
+/// A borrowed dense kernel as a [`PairwiseSource`] (used to build sparse kernels
+/// from a dense one and in tests).
+pub struct DenseSource<'a> {
+    pub data: ArrayView2<'a, f32>,
+}
+
+impl PairwiseSource for DenseSource<'_> {
+    fn n_rows(&self) -> usize {
+        self.data.nrows()
+    }
+    fn n_cols(&self) -> usize {
+        self.data.ncols()
+    }
+    fn block(&self, rows: &[usize], cols: &[usize], out: &mut [f32]) -> CoreResult<()> {
+        if out.len() != rows.len() * cols.len() {
+            return Err(CoreError::Shape("block output has the wrong length".into()));
+        }
+        let (n, m) = self.data.dim();
+        for (a, &r) in rows.iter().enumerate() {
+            if r >= n {
+                return Err(CoreError::Value(format!(
+                    "row {r} out of range for {n} rows"
+                )));
+            }
+            for (b, &c) in cols.iter().enumerate() {
+                if c >= m {
+                    return Err(CoreError::Value(format!(
+                        "column {c} out of range for {m} columns"
+                    )));
+                }
+                out[a * cols.len() + b] = self.data[[r, c]];
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Per-column `(candidate, value)` lists of one block of columns.
+type ColumnLists = Vec<Vec<(u32, f32)>>;
+
+/// A kNN kernel: for every represented item `t`, its `k` largest entries
+/// `K[j, t]` over candidates `j` (ties to the lowest `j`); every other entry is 0.
+#[derive(Debug, Clone)]
+pub struct SparseKernel {
+    n_rows: usize,
+    n_cols: usize,
+    /// Candidate-major (CSR over `j`): `row_ptr[j]..row_ptr[j+1]` index
+    /// `row_idx` (represented `t`, ascending) and `row_val`.
+    row_ptr: Vec<usize>,
+    row_idx: Vec<u32>,
+    row_val: Vec<f32>,
+    /// Represented-major: `col_ptr[t]..col_ptr[t+1]` index `col_idx`
+    /// (candidates `j`, ascending) and `col_val`.
+    col_ptr: Vec<usize>,
+    col_idx: Vec<u32>,
+    col_val: Vec<f32>,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+struct Entry {
+    v: f32,
+    j: u32,
+}
+impl Eq for Entry {}
+impl Ord for Entry {
+    // "Greater" = better: larger value, then lower index. The heap is a min-heap
+    // of the kept top-k (Reverse order), so its top is the worst kept entry.
+    fn cmp(&self, o: &Self) -> Ordering {
+        self.v.total_cmp(&o.v).then_with(|| o.j.cmp(&self.j))
+    }
+}
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+
+impl SparseKernel {
+    /// Number of candidates (rows).
+    pub fn n_rows(&self) -> usize {
+        self.n_rows
+    }
+    /// Number of represented items (columns).
+    pub fn n_cols(&self) -> usize {
+        self.n_cols
+    }
+    /// Stored entries.
+    pub fn nnz(&self) -> usize {
+        self.row_val.len()
+    }
+    /// Row `j`: (represented indices, values).
+    #[inline]
+    pub fn row(&self, j: usize) -> (&[u32], &[f32]) {
+        let (a, b) = (self.row_ptr[j], self.row_ptr[j + 1]);
+        (&self.row_idx[a..b], &self.row_val[a..b])
+    }
+    /// Column `t`: (candidate indices, values).
+    #[inline]
+    pub fn col(&self, t: usize) -> (&[u32], &[f32]) {
+        let (a, b) = (self.col_ptr[t], self.col_ptr[t + 1]);
+        (&self.col_idx[a..b], &self.col_val[a..b])
+    }
+    /// Entry `K[j, t]` (0 when not stored); binary search in row `j`.
+    pub fn get(&self, j: usize, t: usize) -> f32 {
+        let (idx, val) = self.row(j);
+        match idx.binary_search(&(t as u32)) {
+            Ok(p) => val[p],
+            Err(_) => 0.0,
+        }
+    }
+
+    /// Build from per-column lists `(t, [(j, v)])` sorted by `j`.
+    fn from_columns(n_rows: usize, cols: Vec<Vec<(u32, f32)>>) -> Self {
+        let n_cols = cols.len();
+        let mut col_ptr = Vec::with_capacity(n_cols + 1);
+        col_ptr.push(0usize);
+        let nnz: usize = cols.iter().map(Vec::len).sum();
+        let mut col_idx = Vec::with_capacity(nnz);
+        let mut col_val = Vec::with_capacity(nnz);
+        let mut counts = vec![0usize; n_rows + 1];
+        for c in &cols {
+            for &(j, v) in c {
+                col_idx.push(j);
+                col_val.push(v);
+                counts[j as usize + 1] += 1;
+            }
+            col_ptr.push(col_idx.len());
+        }
+        // Counting-sort transpose into candidate-major order; columns are
+        // visited in ascending t, so each row's indices come out sorted.
+        for j in 0..n_rows {
+            counts[j + 1] += counts[j];
+        }
+        let row_ptr = counts.clone();
+        let mut fill = counts;
+        let mut row_idx = vec![0u32; nnz];
+        let mut row_val = vec![0f32; nnz];
+        for (t, c) in cols.iter().enumerate() {
+            for &(j, v) in c {
+                let p = fill[j as usize];
+                row_idx[p] = t as u32;
+                row_val[p] = v;
+                fill[j as usize] += 1;
+            }
+        }
+        Self {
+            n_rows,
+            n_cols,
+            row_ptr,
+            row_idx,
+            row_val,
+            col_ptr,
+            col_idx,
+            col_val,
+        }
+    }
+
+    /// Build a kNN kernel from any source, blockwise: for each represented
+    /// column `t`, keep the `k` largest `K[j, t]` (ties to the lowest `j`).
+    /// Memory: the result plus one `block_rows x block_cols` buffer per worker.
+    /// Must run inside the caller's rayon pool; the result does not depend on it.
+    pub fn knn_from_source(src: &(dyn PairwiseSource + Send + Sync), k: usize) -> CoreResult<Self> {
+        let (n, m) = (src.n_rows(), src.n_cols());
+        if n == 0 || m == 0 {
+            return Err(CoreError::Shape(
+                "cannot build a kNN kernel over an empty pool".into(),
+            ));
+        }
+        if k == 0 {
+            return Err(CoreError::Value("knn must be >= 1".into()));
+        }
+        let k = k.min(n);
+        const BLOCK_COLS: usize = 256;
+        const BLOCK_ROWS: usize = 2048;
+        let starts: Vec<usize> = (0..m).step_by(BLOCK_COLS).collect();
+        let parts: Vec<CoreResult<ColumnLists>> = starts
+            .par_iter()
+            .map(|&c0| {
+                let c1 = (c0 + BLOCK_COLS).min(m);
+                let cols: Vec<usize> = (c0..c1).collect();
+                let w = cols.len();
+                let mut heaps: Vec<BinaryHeap<std::cmp::Reverse<Entry>>> =
+                    (0..w).map(|_| BinaryHeap::with_capacity(k + 1)).collect();
+                // Worst kept value per column: the cheap rejection test.
+                let mut thresh = vec![f32::NEG_INFINITY; w];
+                let mut buf = vec![0f32; BLOCK_ROWS.min(n) * w];
+                for r0 in (0..n).step_by(BLOCK_ROWS) {
+                    let r1 = (r0 + BLOCK_ROWS).min(n);
+                    let rows: Vec<usize> = (r0..r1).collect();
+                    let out = &mut buf[..rows.len() * w];
+                    src.block(&rows, &cols, out)?;
+                    for (a, j) in (r0..r1).enumerate() {
+                        let line = &out[a * w..(a + 1) * w];
+                        for (b, &v) in line.iter().enumerate() {
+                            if !v.is_finite() {
+                                return Err(CoreError::Value(format!(
+                                    "kernel source produced NaN/inf at ({j}, {})",
+                                    c0 + b
+                                )));
+                            }
+                            // Rows arrive in ascending j, so on a tie the kept
+                            // (earlier, lower) index wins: strict `>` suffices.
+                            if heaps[b].len() < k {
+                                heaps[b].push(std::cmp::Reverse(Entry { v, j: j as u32 }));
+                                if heaps[b].len() == k {
+                                    thresh[b] =
+                                        heaps[b].peek().map_or(f32::NEG_INFINITY, |e| e.0.v);
+                                }
+                            } else if v > thresh[b] {
+                                heaps[b].pop();
+                                heaps[b].push(std::cmp::Reverse(Entry { v, j: j as u32 }));
+                                thresh[b] = heaps[b].peek().map_or(f32::NEG_INFINITY, |e| e.0.v);
+                            }
+                        }
+                    }
+                }
+                Ok(heaps
+                    .into_iter()
+                    .map(|h| {
+                        let mut e: Vec<(u32, f32)> =
+                            h.into_iter().map(|r| (r.0.j, r.0.v)).collect();
+                        e.sort_unstable_by_key(|x| x.0);
+                        e
+                    })
+                    .collect())
+            })
+            .collect();
+        let mut cols = Vec::with_capacity(m);
+        for p in parts {
+            cols.extend(p?);
+        }
+        Ok(Self::from_columns(n, cols))
+    }
+
+    /// Keep every entry of a dense kernel with `|K| > 0` (for tests and small kernels).
+    pub fn from_dense(k: ArrayView2<'_, f32>) -> Self {
+        let (n, m) = k.dim();
+        let cols = (0..m)
+            .map(|t| {
+                (0..n)
+                    .filter(|&j| k[[j, t]] != 0.0)
+                    .map(|j| (j as u32, k[[j, t]]))
+                    .collect()
+            })
+            .collect();
+        Self::from_columns(n, cols)
+    }
+
+    /// Approximate heap bytes held.
+    pub fn memory_bytes(&self) -> usize {
+        2 * self.nnz() * 8 + (self.n_rows + self.n_cols + 2) * 8
+    }
+}
+
+/// One kernel in any of the three storage kinds.
+pub enum KernelData<'a> {
+    Dense(ArrayView2<'a, f32>),
+    Sparse(Arc<SparseKernel>),
+    Source(SharedSource),
+}
+
+impl KernelData<'_> {
+    pub fn n_rows(&self) -> usize {
+        match self {
+            KernelData::Dense(a) => a.nrows(),
+            KernelData::Sparse(s) => s.n_rows(),
+            KernelData::Source(s) => s.n_rows(),
+        }
+    }
+    pub fn n_cols(&self) -> usize {
+        match self {
+            KernelData::Dense(a) => a.ncols(),
+            KernelData::Sparse(s) => s.n_cols(),
+            KernelData::Source(s) => s.n_cols(),
+        }
+    }
+    /// Short name for reports: "dense", "sparse", "onthefly".
+    pub fn mode_name(&self) -> &'static str {
+        match self {
+            KernelData::Dense(_) => "dense",
+            KernelData::Sparse(_) => "sparse",
+            KernelData::Source(_) => "onthefly",
+        }
+    }
+
+    /// Column `t` over all candidates, written densely into `out` (len n_rows).
+    pub fn column(&self, t: usize, out: &mut [f32]) -> CoreResult<()> {
+        match self {
+            KernelData::Dense(a) => {
+                for (o, v) in out.iter_mut().zip(a.column(t).iter()) {
+                    *o = *v;
+                }
+                Ok(())
+            }
+            KernelData::Sparse(s) => {
+                out.fill(0.0);
+                let (idx, val) = s.col(t);
+                for (&j, &v) in idx.iter().zip(val) {
+                    out[j as usize] = v;
+                }
+                Ok(())
+            }
+            KernelData::Source(s) => {
+                let n = s.n_rows();
+                let rows: Vec<usize> = (0..n).collect();
+                // Chunked so that a parallel caller never needs more than a few
+                // MB per call even for millions of candidates.
+                out.par_chunks_mut(65536)
+                    .zip(rows.par_chunks(65536))
+                    .try_for_each(|(o, r)| s.block(r, &[t], o))
+            }
+        }
+    }
+
+    /// Per-row maximum over all columns (used for FLMI's query cap and FLCG's
+    /// private floor), computed blockwise. Missing sparse entries count as 0.
+    pub fn row_max(&self) -> CoreResult<Vec<f32>> {
+        let n = self.n_rows();
+        match self {
+            KernelData::Dense(a) => Ok((0..n)
+                .into_par_iter()
+                .map(|j| a.row(j).iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)))
+                .collect()),
+            KernelData::Sparse(s) => Ok((0..n)
+                .into_par_iter()
+                .map(|j| {
+                    let (_, val) = s.row(j);
+                    let m = val.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+                    if val.len() < s.n_cols() {
+                        m.max(0.0)
+                    } else {
+                        m
+                    }
+                })
+                .collect()),
+            KernelData::Source(src) => {
+                let m = src.n_cols();
+                let cols: Vec<usize> = (0..m).collect();
+                let chunk = (4_000_000 / m.max(1)).clamp(1, 4096);
+                let rows: Vec<usize> = (0..n).collect();
+                let parts: CoreResult<Vec<Vec<f32>>> = rows
+                    .par_chunks(chunk)
+                    .map(|r| {
+                        let mut buf = vec![0f32; r.len() * m];
+                        src.block(r, &cols, &mut buf)?;
+                        Ok(buf
+                            .chunks(m)
+                            .map(|line| line.iter().fold(f32::NEG_INFINITY, |a, &v| a.max(v)))
+                            .collect())
+                    })
+                    .collect();
+                Ok(parts?.concat())
+            }
+        }
+    }
+}

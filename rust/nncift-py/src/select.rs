@@ -1,0 +1,249 @@
+//! Binding of `nncift_core::select`: `nncift._core.select_core(...)`.
+//! Converts arguments, releases the GIL for the whole run, maps errors.
+
+use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+
+use nncift_core::select::{
+    self, CosineTransform, Greedi, KernelSpec, Mode, Optimizer, Request, RunConfig, SetFunction,
+    SharedSource,
+};
+
+use crate::to_py_err;
+
+fn contiguous<'a>(
+    a: &'a Option<PyReadonlyArray2<'_, f32>>,
+    name: &str,
+) -> PyResult<Option<ndarray::ArrayView2<'a, f32>>> {
+    match a {
+        None => Ok(None),
+        Some(x) => {
+            if !x.is_c_contiguous() {
+                return Err(PyValueError::new_err(format!(
+                    "{name} must be a C-contiguous float32 array"
+                )));
+            }
+            Ok(Some(x.as_array()))
+        }
+    }
+}
+
+/// Turn a scorer-like Python object into a shared kernel source.
+///
+/// Hook for the InfluenceNetwork binding: once its pyclass exists, extract it
+/// here and return its `Arc<dyn PairwiseSource + Send + Sync>`.
+fn extract_source(obj: &Bound<'_, PyAny>) -> PyResult<SharedSource> {
+    Err(PyValueError::new_err(format!(
+        "kernel_source must be an nncift pairwise scorer; got {}",
+        obj.get_type().name()?
+    )))
+}
+
+fn side_spec<'a>(
+    kernel: Option<ndarray::ArrayView2<'a, f32>>,
+    emb: Option<ndarray::ArrayView2<'a, f32>>,
+    pool: Option<ndarray::ArrayView2<'a, f32>>,
+    transform: CosineTransform,
+    what: &str,
+) -> PyResult<Option<KernelSpec<'a>>> {
+    match (kernel, emb) {
+        (Some(k), _) => Ok(Some(KernelSpec::Dense(k))),
+        (None, Some(e)) => {
+            let rows = pool.ok_or_else(|| {
+                PyValueError::new_err(format!(
+                    "{what}_embeddings need the pool's embeddings as well"
+                ))
+            })?;
+            Ok(Some(KernelSpec::Embeddings {
+                rows,
+                cols: Some(e),
+                transform,
+            }))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+/// Run one selection; see `nncift.selection.select` for the documented API.
+///
+/// Returns (indices int64 (k,), gains float64 (k,), objective, timings
+/// [(stage, seconds)], mode, optimizer, evaluations).
+#[pyfunction]
+#[pyo3(signature = (
+    objective, count, *, kernel=None, embeddings=None, represented_embeddings=None,
+    query_kernel=None, query_embeddings=None, private_kernel=None, private_embeddings=None,
+    scores=None, quality_weight=1.0, mode="dense", knn=10, optimizer="lazy", epsilon=0.01,
+    eta=1.0, nu=1.0, lambda_=0.5, costs=None, cost_budget=None, initial=None,
+    stop_if_zero_gain=false, stop_if_negative_gain=false, seed=0, n_jobs=0, cosine="clip",
+    greedi_parts=0, greedi_local_factor=2.0, kernel_source=None
+))]
+#[allow(clippy::too_many_arguments)]
+#[allow(clippy::type_complexity)]
+pub fn select_core<'py>(
+    py: Python<'py>,
+    objective: &str,
+    count: usize,
+    kernel: Option<PyReadonlyArray2<'py, f32>>,
+    embeddings: Option<PyReadonlyArray2<'py, f32>>,
+    represented_embeddings: Option<PyReadonlyArray2<'py, f32>>,
+    query_kernel: Option<PyReadonlyArray2<'py, f32>>,
+    query_embeddings: Option<PyReadonlyArray2<'py, f32>>,
+    private_kernel: Option<PyReadonlyArray2<'py, f32>>,
+    private_embeddings: Option<PyReadonlyArray2<'py, f32>>,
+    scores: Option<PyReadonlyArray1<'py, f32>>,
+    quality_weight: f64,
+    mode: &str,
+    knn: usize,
+    optimizer: &str,
+    epsilon: f64,
+    eta: f32,
+    nu: f32,
+    lambda_: f32,
+    costs: Option<PyReadonlyArray1<'py, f64>>,
+    cost_budget: Option<f64>,
+    initial: Option<PyReadonlyArray1<'py, i64>>,
+    stop_if_zero_gain: bool,
+    stop_if_negative_gain: bool,
+    seed: u64,
+    n_jobs: usize,
+    cosine: &str,
+    greedi_parts: usize,
+    greedi_local_factor: f64,
+    kernel_source: Option<Bound<'py, PyAny>>,
+) -> PyResult<(
+    Bound<'py, PyArray1<i64>>,
+    Bound<'py, PyArray1<f64>>,
+    f64,
+    Vec<(String, f64)>,
+    String,
+    String,
+    u64,
+)> {
+    let function = match objective {
+        "fl" => SetFunction::FacilityLocation,
+        "flmi" => SetFunction::Flmi { eta },
+        "flcg" => SetFunction::Flcg { nu },
+        "graph-cut" => SetFunction::GraphCut { lambda: lambda_ },
+        "disparity-sum" => SetFunction::DisparitySum,
+        "disparity-min" => SetFunction::DisparityMin,
+        "topk" => SetFunction::Modular,
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "unknown objective {other:?}"
+            )))
+        }
+    };
+    let optimizer = match optimizer {
+        "naive" => Optimizer::Naive,
+        "lazy" => Optimizer::Lazy,
+        "stochastic" => Optimizer::Stochastic { epsilon },
+        "lazier-than-lazy" => Optimizer::LazierThanLazy { epsilon },
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "unknown optimizer {other:?}"
+            )))
+        }
+    };
+    let mode = match mode {
+        "dense" => Mode::Dense,
+        "sparse" => Mode::Sparse { k: knn },
+        "onthefly" => Mode::OnTheFly,
+        other => return Err(PyValueError::new_err(format!("unknown mode {other:?}"))),
+    };
+    let transform = match cosine {
+        "clip" => CosineTransform::Clip,
+        "shift" => CosineTransform::Shift,
+        "raw" => CosineTransform::Raw,
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "unknown cosine transform {other:?}"
+            )))
+        }
+    };
+    let kernel_v = contiguous(&kernel, "kernel")?;
+    let emb_v = contiguous(&embeddings, "embeddings")?;
+    let rep_v = contiguous(&represented_embeddings, "represented_embeddings")?;
+    let source = kernel_source.as_ref().map(extract_source).transpose()?;
+    let main = match (kernel_v, emb_v, source) {
+        (Some(k), _, _) => Some(KernelSpec::Dense(k)),
+        (None, _, Some(s)) => Some(KernelSpec::Source(s)),
+        (None, Some(e), None) => Some(KernelSpec::Embeddings {
+            rows: e,
+            cols: rep_v,
+            transform,
+        }),
+        (None, None, None) => None,
+    };
+    let query = side_spec(
+        contiguous(&query_kernel, "query_kernel")?,
+        contiguous(&query_embeddings, "query_embeddings")?,
+        emb_v,
+        transform,
+        "query",
+    )?;
+    let private = side_spec(
+        contiguous(&private_kernel, "private_kernel")?,
+        contiguous(&private_embeddings, "private_embeddings")?,
+        emb_v,
+        transform,
+        "private",
+    )?;
+    let quality = scores
+        .as_ref()
+        .map(|s| (s.as_array().to_vec(), quality_weight));
+    let costs_v = costs.as_ref().map(|c| c.as_array().to_vec());
+    let mut initial_v = Vec::new();
+    if let Some(ini) = &initial {
+        for &i in ini.as_array().iter() {
+            if i < 0 {
+                return Err(PyValueError::new_err(format!(
+                    "initial index {i} is negative"
+                )));
+            }
+            initial_v.push(i as usize);
+        }
+    }
+    let greedi = (greedi_parts > 0).then_some(Greedi {
+        parts: greedi_parts,
+        local_factor: greedi_local_factor,
+    });
+    let req = Request {
+        function,
+        kernel: main,
+        query,
+        private,
+        quality,
+        mode,
+        greedi,
+        run: RunConfig {
+            optimizer,
+            count,
+            costs: costs_v,
+            cost_budget,
+            stop_if_zero_gain,
+            stop_if_negative_gain,
+            zero_tol: 1e-5,
+            initial: initial_v,
+            seed,
+            exempt_first: false,
+        },
+    };
+    let out = py.detach(|| select::run(&req, n_jobs)).map_err(to_py_err)?;
+    let idx: Vec<i64> = out.selection.indices.iter().map(|&i| i as i64).collect();
+    Ok((
+        idx.into_pyarray(py),
+        out.selection.gains.into_pyarray(py),
+        out.selection.objective,
+        out.timings,
+        out.mode,
+        out.optimizer,
+        out.selection.evaluations,
+    ))
+}
+
+/// Register the selection functions on the extension module.
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(select_core, m)?)?;
+    Ok(())
+}
