@@ -10,6 +10,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from nncift._core import __version__ as core_version
 from nncift.errors import InputError, NnciftError
+from nncift.scorer import PairwiseScorer as PairwiseScorer
 
 try:
     __version__ = version("nncift")

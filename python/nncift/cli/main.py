@@ -51,6 +51,10 @@ def cli(ctx: click.Context, quiet: bool, verbose: bool) -> None:
 def _register() -> None:
     # Each subcommand module adds itself to `cli`; import them here in one place.
     from nncift.cli import select_cmd  # noqa: F401
+    from nncift.cli import train_cmd  # noqa: F401
+    from nncift.cli import evaluate_cmd  # noqa: F401
+    from nncift.cli import label_cmd  # noqa: F401
+    from nncift.cli import estimate_cmd  # noqa: F401
 
 
 def main() -> None:

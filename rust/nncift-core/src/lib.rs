@@ -5,6 +5,8 @@
 
 pub mod error;
 pub mod kernel;
+pub mod select;
+pub mod scorer;
 
 pub use error::{CoreError, CoreResult};
 pub use kernel::PairwiseSource;

@@ -1,6 +1,9 @@
 //! `nncift._core`: argument conversion, GIL release and error mapping only.
 //! Algorithms live in `nncift-core`.
 
+pub mod scorer;
+mod select;
+
 use nncift_core::CoreError;
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyValueError};
@@ -25,5 +28,7 @@ pub(crate) fn to_py_err(err: CoreError) -> PyErr {
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", nncift_core::VERSION)?;
     m.add("NnciftError", m.py().get_type::<NnciftError>())?;
+    scorer::register(m)?;
+    select::register(m)?;
     Ok(())
 }
