@@ -20,12 +20,26 @@ from nncift.embed import DEFAULT_EMBEDDER, Embedder
 from nncift.errors import InputError
 from nncift.io import atomic_path, write_text_atomic
 from nncift.manifest import Manifest
+from nncift.valuation import ValuationOptions, Valuer, run_key
 
 log = logging.getLogger(__name__)
 
-#: Valuation methods `run_select` knows. `embedding`: submodular selection on the cosine
-#: similarity of sentence embeddings; `random`: a seeded uniform sample (a baseline).
-METHODS = ("embedding", "random")
+#: Valuation methods `run_select` knows. `embedding`: selection on the cosine similarity of
+#: sentence embeddings (the strong cheap baseline); `random`: a seeded uniform sample; the
+#: influence functions (`delift`, `delift-se`, `less`, `selectit`) run through NN-CIFT (label
+#: the u-block, train the network, predict the rest) or exactly with `exact=True`.
+METHODS = ("embedding", "random", "delift", "delift-se", "less", "selectit")
+
+
+def resolve_objective(objective: str, method: str, has_target: bool) -> str:
+    """`auto` -> the method's own selection rule (method.md): top-k for less and selectit,
+    FLMI with the target as queries when a target set is given, else facility location."""
+    if objective != "auto":
+        return objective
+    if method in ("less", "selectit"):
+        return "topk"
+    return "flmi" if has_target else "fl"
+
 
 #: Fields added to every output record.
 RANK_FIELD, GAIN_FIELD, ID_FIELD = "nncift_rank", "nncift_gain", "nncift_id"
@@ -52,7 +66,7 @@ class SelectOptions:
 
     budget: float = 0.3
     method: str = "embedding"
-    objective: str = "fl"
+    objective: str = "auto"
     embedder: str = DEFAULT_EMBEDDER
     seed: int = 0
     device: str | None = None
@@ -60,6 +74,8 @@ class SelectOptions:
     cache_dir: str | None = None
     #: Extra keyword arguments for `nncift.selection.select` (optimizer, mode, eta, ...).
     selection: dict[str, Any] = field(default_factory=dict)
+    #: NN-CIFT / influence-function settings (u, exact, lm, network) for the influence methods.
+    valuation: ValuationOptions | None = None
 
 
 @dataclass
@@ -79,7 +95,9 @@ class SelectRun:
         ]
         if self.objective_value is not None:
             lines.append(f"objective value {self.objective_value:.6g}")
-        stages = ", ".join(f"{name} {rec['seconds']:.2f}s" for name, rec in self.manifest.stages.items())
+        stages = ", ".join(
+            f"{name} {rec['seconds']:.2f}s" for name, rec in self.manifest.stages.items()
+        )
         lines.append(f"stages: {stages}")
         if self.output is not None:
             lines.append(f"wrote {self.output} and {manifest_path(self.output)}")
@@ -94,7 +112,7 @@ def manifest_path(output: Path) -> Path:
 def output_records(pool: Items, indices: np.ndarray, gains: np.ndarray) -> list[dict[str, Any]]:
     """The chosen original records in selection order, with rank, gain and id added."""
     out = []
-    for rank, (i, g) in enumerate(zip(indices, gains), start=1):
+    for rank, (i, g) in enumerate(zip(indices, gains, strict=True), start=1):
         rec = dict(pool.records[int(i)])
         rec[RANK_FIELD] = rank
         rec[GAIN_FIELD] = float(g)
@@ -111,15 +129,24 @@ def write_records(path: str | Path, records: list[dict[str, Any]]) -> None:
         text = "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records)
         write_text_atomic(path, text)
     elif suffix == ".json":
-        write_text_atomic(path, json.dumps(records, ensure_ascii=False, indent=1, default=str) + "\n")
+        write_text_atomic(
+            path, json.dumps(records, ensure_ascii=False, indent=1, default=str) + "\n"
+        )
     elif suffix in (".csv", ".parquet"):
         import polars as pl
 
         # Nested values (chat turns) do not fit a CSV cell: store them as JSON text.
-        flat = [
-            {k: json.dumps(v, ensure_ascii=False) if isinstance(v, (list, dict)) else v for k, v in r.items()}
-            for r in records
-        ] if suffix == ".csv" else records
+        flat = (
+            [
+                {
+                    k: json.dumps(v, ensure_ascii=False) if isinstance(v, (list, dict)) else v
+                    for k, v in r.items()
+                }
+                for r in records
+            ]
+            if suffix == ".csv"
+            else records
+        )
         df = pl.DataFrame(flat, infer_schema_length=None)
         with atomic_path(path, suffix=suffix) as tmp:
             if suffix == ".csv":
@@ -127,13 +154,17 @@ def write_records(path: str | Path, records: list[dict[str, Any]]) -> None:
             else:
                 df.write_parquet(tmp)
     else:
-        raise InputError(f"{path}: unknown output type {path.suffix!r}; use .jsonl, .json, .csv or .parquet")
+        raise InputError(
+            f"{path}: unknown output type {path.suffix!r}; use .jsonl, .json, .csv or .parquet"
+        )
 
 
 def check_output_path(path: Path) -> None:
     """Refuse an output path nncift cannot write, before any work is done."""
     if path.suffix.lower() not in (".jsonl", ".ndjson", ".json", ".csv", ".parquet"):
-        raise InputError(f"{path}: unknown output type {path.suffix!r}; use .jsonl, .json, .csv or .parquet")
+        raise InputError(
+            f"{path}: unknown output type {path.suffix!r}; use .jsonl, .json, .csv or .parquet"
+        )
     if path.exists() and path.is_dir():
         raise InputError(f"{path}: is a directory")
 
@@ -160,9 +191,10 @@ def run_select(
     if out_path is not None:
         check_output_path(out_path)
     k = resolve_budget(options.budget, len(pool))
+    objective = resolve_objective(options.objective, options.method, target is not None)
     manifest = manifest or Manifest(command="select")
     manifest.options.update({k_: v for k_, v in asdict(options).items()})
-    manifest.options["budget_count"] = k
+    manifest.options.update(budget_count=k, objective_resolved=objective)
     manifest.results["pool_size"] = len(pool)
 
     if options.method == "random":
@@ -172,36 +204,18 @@ def run_select(
             gains = np.zeros(k, dtype=np.float64)
             value = None
     else:
-        embedder = Embedder(
-            options.embedder,
-            device=options.device,
-            batch_size=options.batch_size,
-            cache_dir=options.cache_dir,
-            progress=progress,
-        )
-        with manifest.stage("embed", model=embedder.model_id) as rec:
-            pool_emb = embedder.embed(pool.texts)  # (M, d)
-            rec.update(pool=dict(embedder.last_stats))
-            target_emb = None
-            if target is not None:
-                target_emb = embedder.embed(target.texts)  # (N, d)
-                rec.update(target=dict(embedder.last_stats))
+        pool_emb, target_emb, model_id = _embed(pool, target, options, manifest, progress)
+        if options.method == "embedding":
+            kwargs = _embedding_inputs(objective, pool_emb, target_emb)
+        else:
+            valuation = _value(
+                pool, target, pool_emb, target_emb, options, objective, manifest, progress, model_id
+            )
+            kwargs = _influence_inputs(objective, valuation)
         from nncift.selection import select
 
-        kwargs = dict(options.selection)
-        if target_emb is not None:
-            if options.objective == "flcg":
-                kwargs["private_embeddings"] = target_emb
-            else:
-                kwargs["query_embeddings"] = target_emb
-        with manifest.stage("select", objective=options.objective) as rec:
-            result = select(
-                options.objective,
-                budget=k,
-                embeddings=pool_emb,
-                seed=options.seed,
-                **kwargs,
-            )
+        with manifest.stage("select", objective=objective) as rec:
+            result = select(objective, budget=k, seed=options.seed, **kwargs, **options.selection)
             rec.update(mode=result.mode, optimizer=result.optimizer, timings=result.timings)
         indices, gains, value = result.indices, result.gains, float(result.objective)
 
@@ -214,3 +228,90 @@ def run_select(
         manifest.write(manifest_path(out_path))
         run.output = out_path
     return run
+
+
+def _embed(
+    pool: Items, target: Items | None, options: SelectOptions, manifest: Manifest, progress: bool
+) -> tuple[np.ndarray, np.ndarray | None, str]:
+    embedder = Embedder(
+        options.embedder,
+        device=options.device,
+        batch_size=options.batch_size,
+        cache_dir=options.cache_dir,
+        progress=progress,
+    )
+    with manifest.stage("embed", model=embedder.model_id) as rec:
+        pool_emb = embedder.embed(pool.texts)  # (M, d)
+        rec.update(pool=dict(embedder.last_stats))
+        target_emb = None
+        if target is not None:
+            target_emb = embedder.embed(target.texts)  # (N, d)
+            rec.update(target=dict(embedder.last_stats))
+    return pool_emb, target_emb, embedder.model_id
+
+
+def _embedding_inputs(
+    objective: str, pool_emb: np.ndarray, target_emb: np.ndarray | None
+) -> dict[str, Any]:
+    """Selection inputs for the embedding method: cosine kernels built in Rust."""
+    if objective in ("flmi", "flcg") and target_emb is None:
+        raise InputError(f"objective {objective} needs a target set: give --target")
+    if objective == "topk":
+        if target_emb is None:
+            raise InputError(
+                "top-k with the embedding method ranks by similarity to --target; give one"
+            )
+        # The cheap baseline of Ivison et al.: mean cosine similarity to the target set.
+        return {"scores": (pool_emb @ target_emb.T).mean(axis=1).astype(np.float32)}
+    kwargs: dict[str, Any] = {"embeddings": pool_emb}
+    if objective == "flmi":
+        kwargs["query_embeddings"] = target_emb
+    elif objective == "flcg":
+        kwargs["private_embeddings"] = target_emb
+    return kwargs
+
+
+def _value(
+    pool: Items,
+    target: Items | None,
+    pool_emb: np.ndarray,
+    target_emb: np.ndarray | None,
+    options: SelectOptions,
+    objective: str,
+    manifest: Manifest,
+    progress: bool,
+    model_id: str,
+) -> Any:
+    from nncift.embed import default_cache_dir
+
+    vopt = options.valuation or ValuationOptions()
+    vopt = ValuationOptions(**{**asdict(vopt), "method": options.method, "seed": options.seed,
+                               "embedder": options.embedder})  # fmt: skip
+    root = Path(options.cache_dir) if options.cache_dir else default_cache_dir()
+    run_dir = root / "runs" / run_key(pool, target, vopt)
+    manifest.results["run_dir"] = str(run_dir)
+    valuer = Valuer(
+        pool, target, pool_emb, target_emb, vopt,
+        run_dir=run_dir, manifest=manifest, progress=progress, embedding_model=model_id,
+    )  # fmt: skip
+    valuation = valuer.value(objective)
+    manifest.results["valuation"] = valuation.info
+    return valuation
+
+
+def _influence_inputs(objective: str, valuation: Any) -> dict[str, Any]:
+    """Selection inputs from a valuation: kernels for the FL family, scores for top-k."""
+    if objective == "topk":
+        if valuation.scores is None:
+            raise InputError("this method gives a kernel, not scores: use fl, flmi or flcg")
+        return {"scores": valuation.scores}
+    if valuation.data_kernel is None:
+        raise InputError(
+            f"objective {objective} needs a kernel; this method gives scores: use topk"
+        )
+    kwargs: dict[str, Any] = {"kernel": valuation.data_kernel}
+    if objective == "flmi":
+        kwargs["query_kernel"] = valuation.query_kernel
+    elif objective == "flcg":
+        kwargs["private_kernel"] = valuation.query_kernel
+    return kwargs

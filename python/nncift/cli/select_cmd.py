@@ -19,7 +19,8 @@ DEFAULT_POOL = "builtin:ifbench"
     "--pool",
     default=DEFAULT_POOL,
     show_default=True,
-    help="Pool to select from: a .jsonl/.json/.csv/.parquet file, or builtin:ifbench|chatterbot|sharegpt.",
+    help="Pool to select from: a .jsonl/.json/.csv/.parquet file, "
+    "or builtin:ifbench|chatterbot|sharegpt.",
 )
 @click.option(
     "--target",
@@ -28,10 +29,49 @@ DEFAULT_POOL = "builtin:ifbench"
 )
 @click.option(
     "--method",
-    type=click.Choice(["embedding", "random"]),
+    type=click.Choice(["embedding", "random", "delift", "delift-se", "less", "selectit"]),
     default="embedding",
     show_default=True,
-    help="How items are valued: embedding = cosine similarity of sentence embeddings; random = a seeded sample.",
+    help="How items are valued. delift / delift-se / less / selectit: that influence function "
+    "through NN-CIFT (label the u-block, train the network, predict the rest); embedding: cosine "
+    "similarity of sentence embeddings (the cheap baseline); random: a seeded sample.",
+)
+@click.option(
+    "--u",
+    "u",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=0.05,
+    show_default=True,
+    help="Fraction of pool (and target) items whose influence is computed for real (NN-CIFT's u).",
+)
+@click.option(
+    "--exact",
+    is_flag=True,
+    help="Compute the influence function on every pair instead of NN-CIFT (the costly baseline).",
+)
+@click.option(
+    "--lm",
+    default="default",
+    show_default=True,
+    help="Language model for delift/less/selectit: 'default' (packaged SmolLM2-135M-Instruct), "
+    "a local folder or a hub id.",
+)
+@click.option(
+    "--dtype", default=None, help="LM dtype: float32, float16 or bfloat16 (default: auto)."
+)
+@click.option(
+    "--max-length", type=int, default=1024, show_default=True, help="Longest LM input in tokens."
+)
+@click.option(
+    "--network",
+    "variant",
+    default="paper",
+    show_default=True,
+    help="InfluenceNetwork variant: paper (the paper's MLP), or another variant name, or auto "
+    "(pick by held-out validation error).",
+)
+@click.option(
+    "--epochs", type=int, default=20, show_default=True, help="Training epochs of the network."
 )
 @click.option(
     "--budget",
@@ -44,17 +84,26 @@ DEFAULT_POOL = "builtin:ifbench"
     "--embedder",
     default="default",
     show_default=True,
-    help="Sentence-transformers model: 'default' (packaged all-MiniLM-L6-v2), a local folder or a hub id.",
+    help="Sentence-transformers model: 'default' (packaged all-MiniLM-L6-v2), "
+    "a local folder or a hub id.",
 )
-@click.option("--device", default=None, help="torch device for embedding (default: cuda if present, else cpu).")
-@click.option("--batch-size", type=int, default=64, show_default=True, help="Texts per embedding batch.")
+@click.option(
+    "--device",
+    default=None,
+    help="torch device for embedding (default: cuda if present, else cpu).",
+)
+@click.option(
+    "--batch-size", type=int, default=64, show_default=True, help="Texts per embedding batch."
+)
 @click.option(
     "--cache-dir",
     type=click.Path(file_okay=False),
     default=None,
     help="Cache folder for embeddings (default $NNCIFT_CACHE or ~/.cache/nncift).",
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for every random choice.")
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Seed for every random choice."
+)
 @click.option(
     "--out",
     type=click.Path(dir_okay=False),
@@ -78,6 +127,13 @@ def select_command(
     cache_dir: str | None,
     seed: int,
     out: str,
+    u: float,
+    exact: bool,
+    lm: str,
+    dtype: str | None,
+    max_length: int,
+    variant: str,
+    epochs: int,
     **rest: Any,
 ) -> None:
     """Select a subset of POOL and write it to OUT.
@@ -88,6 +144,7 @@ def select_command(
     """
     from nncift.manifest import Manifest
     from nncift.pipeline import SelectOptions, check_output_path, run_select
+    from nncift.valuation import ValuationOptions
 
     quiet = ctx.obj.get("quiet", False)
     check_output_path(Path(out))
@@ -105,8 +162,24 @@ def select_command(
         batch_size=batch_size,
         cache_dir=cache_dir,
         selection=kwargs,
+        valuation=ValuationOptions(
+            method=method if method not in ("embedding", "random") else "delift-se",
+            u=u,
+            exact=exact,
+            lm=lm,
+            device=device,
+            dtype=dtype,
+            max_length=max_length,
+            variant=variant,
+            epochs=epochs,
+        ),
     )
     run = run_select(
-        pool_items, options, target=target_items, out=Path(out), progress=not quiet, manifest=manifest
+        pool_items,
+        options,
+        target=target_items,
+        out=Path(out),
+        progress=not quiet,
+        manifest=manifest,
     )
     echo_summary(ctx, run.summary(pool_items))

@@ -35,10 +35,11 @@ def selection_options(fn: F) -> F:
     options = [
         click.option(
             "--objective",
-            type=click.Choice(OBJECTIVES),
-            default="fl",
+            type=click.Choice(("auto", *OBJECTIVES)),
+            default="auto",
             show_default=True,
-            help="Set function: facility location (fl), its mutual information with --target "
+            help="Set function. auto = the method's own rule: top-k for less/selectit, flmi when "
+            "--target is given, else fl. Facility location (fl), its mutual information with --target "
             "(flmi) or conditional gain given --target (flcg), graph-cut, disparity-sum/-min, "
             "top-k by score, or mix (fl + quality).",
         ),
@@ -117,7 +118,7 @@ def selection_kwargs(values: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
 
     Keys that these options did not add are ignored, so a command may pass all its kwargs.
     """
-    objective = str(values.get("objective", "fl"))
+    objective = str(values.get("objective", "auto"))
     kwargs = {dst: values[src] for src, dst in _PARAMS.items() if src in values}
     return objective, kwargs
 
