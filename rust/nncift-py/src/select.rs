@@ -10,6 +10,7 @@ use nncift_core::select::{
     SharedSource,
 };
 
+use crate::scorer::PyScorerKernel;
 use crate::to_py_err;
 
 fn contiguous<'a>(
@@ -29,13 +30,15 @@ fn contiguous<'a>(
     }
 }
 
-/// Turn a scorer-like Python object into a shared kernel source.
-///
-/// Hook for the InfluenceNetwork binding: once its pyclass exists, extract it
-/// here and return its `Arc<dyn PairwiseSource + Send + Sync>`.
+/// Turn a scorer-like Python object into a shared kernel source: a
+/// `nncift._core.ScorerKernel` (from `Scorer.bind(rows, cols)`), whose entries
+/// the InfluenceNetwork computes on request (no N x N matrix).
 fn extract_source(obj: &Bound<'_, PyAny>) -> PyResult<SharedSource> {
+    if let Ok(k) = obj.cast::<PyScorerKernel>() {
+        return Ok(k.get().source());
+    }
     Err(PyValueError::new_err(format!(
-        "kernel_source must be an nncift pairwise scorer; got {}",
+        "kernel_source must be an nncift ScorerKernel (from Scorer.bind(rows, cols)); got {}",
         obj.get_type().name()?
     )))
 }

@@ -23,6 +23,7 @@
 use rayon::prelude::*;
 
 use super::kernels::KernelData;
+use super::simd::{any_outside, fl_gain, flmi_gain, max_into};
 use crate::error::{CoreError, CoreResult};
 
 /// Which set function to maximise, with its parameters.
@@ -122,18 +123,16 @@ fn check_finite_nonneg_dense(
     what: &str,
     max_one: bool,
 ) -> CoreResult<()> {
-    // One pass over the rows in parallel; a row is scanned with a branch-free
-    // reduction first, and only a bad row is searched for the exact position.
-    let bad_value = |v: f32| !v.is_finite() || v < 0.0 || (max_one && v > 1.0);
+    // One fused, vectorised pass over the rows in parallel; only a bad row is
+    // searched again for the exact position.
+    let bad_value = |v: f32| !(v >= 0.0 && v <= if max_one { 1.0 } else { f32::MAX });
+    let hi = if max_one { 1.0 } else { f32::MAX };
     let found = (0..k.nrows()).into_par_iter().find_first(|&i| {
         let row = k.row(i);
-        let (lo, hi) = row
-            .iter()
-            .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
-                (lo.min(v), hi.max(v))
-            });
-        let nan = row.iter().any(|v| v.is_nan());
-        nan || bad_value(lo) || bad_value(hi)
+        match row.as_slice() {
+            Some(r) => any_outside(r, hi),
+            None => row.iter().any(|&v| bad_value(v)),
+        }
     });
     if let Some(a) = found {
         let (b, v) = k
@@ -145,10 +144,15 @@ fn check_finite_nonneg_dense(
         let need = if max_one {
             "finite values in [0, 1]"
         } else {
-            "finite, non-negative similarities"
+            "finite, non-negative similarities (shift or clip them, e.g. (1 + cos) / 2)"
+        };
+        let what_is = if v.is_finite() {
+            format!("= {v}")
+        } else {
+            format!("is {v} (NaN or inf)")
         };
         return Err(CoreError::Value(format!(
-            "{what}[{a}, {b}] = {v}; this function needs {need}"
+            "{what}[{a}, {b}] {what_is}; this function needs {need}"
         )));
     }
     Ok(())
@@ -451,11 +455,14 @@ impl<'a> Problem<'a> {
             State::Fl { best, .. } => {
                 let kernel = kernel.ok_or_else(|| CoreError::Runtime("kernel missing".into()))?;
                 match kernel {
-                    KernelData::Dense(a) => {
-                        for (b, &v) in best.iter_mut().zip(a.row(j).iter()) {
-                            *b = b.max(v);
+                    KernelData::Dense(a) => match a.row(j).as_slice() {
+                        Some(r) => max_into(best, r),
+                        None => {
+                            for (b, &v) in best.iter_mut().zip(a.row(j).iter()) {
+                                *b = b.max(v);
+                            }
                         }
-                    }
+                    },
                     KernelData::Sparse(s) => {
                         let (idx, val) = s.row(j);
                         for (&t, &v) in idx.iter().zip(val) {
@@ -590,50 +597,6 @@ fn row_sums_and_diag(k: &KernelData<'_>) -> CoreResult<(Vec<f64>, Vec<f32>)> {
     }
 }
 
-const LANES: usize = 8;
-
-/// `sum_t max(row[t] - best[t], 0)`: f32 terms, f64 lane accumulators combined
-/// in a fixed order (vectorisable, deterministic).
-#[inline]
-pub fn fl_gain(row: &[f32], best: &[f32]) -> f64 {
-    let n = row.len().min(best.len());
-    let (row, best) = (&row[..n], &best[..n]);
-    let mut acc = [0f64; LANES];
-    let rc = row.chunks_exact(LANES);
-    let bc = best.chunks_exact(LANES);
-    let (rr, br) = (rc.remainder(), bc.remainder());
-    for (r, b) in rc.zip(bc) {
-        for l in 0..LANES {
-            acc[l] += f64::from((r[l] - b[l]).max(0.0));
-        }
-    }
-    let mut tail = 0f64;
-    for (r, b) in rr.iter().zip(br) {
-        tail += f64::from((r - b).max(0.0));
-    }
-    combine(acc) + tail
-}
-
-/// FLMI gain: `sum_t min(max(best, v), cap) - min(best, cap)` in f32 per term.
-#[inline]
-pub fn flmi_gain(row: &[f32], best: &[f32], cap: &[f32]) -> f64 {
-    let n = row.len().min(best.len()).min(cap.len());
-    let mut acc = [0f64; LANES];
-    let full = n / LANES * LANES;
-    for c in (0..full).step_by(LANES) {
-        for l in 0..LANES {
-            let (v, b, q) = (row[c + l], best[c + l], cap[c + l]);
-            acc[l] += f64::from(b.max(v).min(q) - b.min(q));
-        }
-    }
-    let mut tail = 0f64;
-    for t in full..n {
-        let (v, b, q) = (row[t], best[t], cap[t]);
-        tail += f64::from(b.max(v).min(q) - b.min(q));
-    }
-    combine(acc) + tail
-}
-
 #[inline]
 fn sparse_gain(idx: &[u32], val: &[f32], best: &[f32], cap: Option<&[f32]>) -> f64 {
     let mut g = 0f64;
@@ -651,9 +614,4 @@ fn sparse_gain(idx: &[u32], val: &[f32], best: &[f32], cap: Option<&[f32]>) -> f
         }
     }
     g
-}
-
-#[inline]
-fn combine(a: [f64; LANES]) -> f64 {
-    ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]))
 }

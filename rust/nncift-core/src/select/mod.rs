@@ -15,6 +15,7 @@
 pub mod functions;
 pub mod kernels;
 pub mod optimizers;
+mod simd;
 
 use std::sync::Arc;
 use std::time::Instant;
