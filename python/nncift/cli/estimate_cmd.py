@@ -1,0 +1,232 @@
+"""`nncift estimate`: predicted influence for every pair (or item) from a trained network."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+from nncift.cli.main import cli, user_errors
+from nncift.manifest import Manifest
+
+SUFFIXES = (".npy", ".parquet", ".npz")
+
+
+def _embeddings(
+    spec: str, embedder: str | None, net_model: str, man: Manifest, name: str, quiet: bool
+) -> tuple[np.ndarray, list[str] | None]:
+    """(n, d) float32 embeddings and item ids (None for a .npy file of embeddings).
+
+    Data files are embedded with `embedder`, or by default with the model the network was
+    trained on (its `embedding_model` metadata).
+    """
+    from nncift.errors import InputError
+    from nncift.io import load_npy
+
+    if spec.lower().endswith(".npy"):
+        arr = load_npy(spec)
+        if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.floating):
+            raise InputError(
+                f"{spec}: embeddings must be a 2-D float array, got {arr.dtype} {arr.shape}"
+            )
+        man.add_input(name, spec, shape=list(arr.shape))
+        return np.ascontiguousarray(arr, dtype=np.float32), None
+    from nncift.data import load_items
+    from nncift.embed import Embedder
+
+    items = load_items(spec)
+    man.add_input(name, spec, items=len(items))
+    if embedder is None and net_model in ("", "unknown"):
+        raise InputError(
+            f"{spec}: the network does not record which embedder it was trained with; "
+            "pass --embedder (or give .npy embeddings)"
+        )
+    emb = Embedder(embedder or net_model, progress=not quiet)
+    if net_model not in ("", "unknown") and emb.spec.model_id != net_model:
+        raise InputError(
+            f"the network was trained on embeddings from {net_model!r}, not {emb.spec.model_id!r}; "
+            "embed with the same model"
+        )
+    with man.stage(f"embed_{name}") as rec:
+        vecs = emb.embed(items.texts)
+        rec.update(emb.last_stats)
+    return vecs, list(items.ids)
+
+
+def _check_disk(path: Path, nbytes: int) -> None:
+    from nncift.errors import InputError
+
+    free = shutil.disk_usage(path.parent if path.parent.exists() else Path.cwd()).free
+    if nbytes > free:
+        raise InputError(
+            f"{path}: the output needs {nbytes / 2**30:.2f} GiB but only {free / 2**30:.2f} GiB "
+            "of disk is free; use --top-k or a smaller --limit"
+        )
+
+
+def _write_table(path: Path, columns: dict[str, Any]) -> None:
+    import polars as pl
+
+    from nncift.io import atomic_path
+
+    with atomic_path(path, suffix=".parquet") as tmp:
+        pl.DataFrame(columns).write_parquet(tmp)
+
+
+@cli.command("estimate")
+@click.option(
+    "--net", required=True, type=click.Path(dir_okay=False), help="Weight file (.safetensors)."
+)
+@click.option(
+    "--pool",
+    required=True,
+    help="Pool (row) embeddings .npy (M, d), or a data file / builtin:NAME.",
+)
+@click.option(
+    "--target",
+    default=None,
+    help="Target (column) embeddings .npy or data file; omit for pool x pool (pairwise nets).",
+)
+@click.option(
+    "--top-k",
+    "top_k",
+    type=int,
+    default=None,
+    help="Keep the K best columns per row (no dense matrix).",
+)
+@click.option(
+    "--aggregate",
+    type=click.Choice(["mean", "max"]),
+    default=None,
+    help="One value per row: mean or max over the columns (no dense matrix).",
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Output: .npy (dense (M, N) float32, written memory-mapped; or (M,) scores), "
+    ".parquet (row, col, row_id, col_id, rank, score for --top-k; row, row_id, score for one value "
+    "per row), or .npz (indices, values for --top-k).",
+)
+@click.option(
+    "--embedder", default=None, help="Embedder for data files (default: the network's own)."
+)
+@click.option("--n-jobs", type=int, default=0, show_default=True, help="Threads (0 = all cores).")
+@click.pass_context
+@user_errors
+def estimate_cmd(ctx: click.Context, **kw: Any) -> None:
+    """Score every pool x target pair (or every pool item) with a trained InfluenceNetwork."""
+    from nncift.errors import InputError
+    from nncift.io import atomic_path
+    from nncift.scorer import PairwiseScorer
+
+    quiet = bool(ctx.obj.get("quiet", False))
+    out = Path(kw["out"])
+    if out.suffix.lower() not in SUFFIXES:
+        raise InputError(f"--out must end in one of {SUFFIXES}, got {out.name!r}")
+    top_k, agg = kw["top_k"], kw["aggregate"]
+    if top_k is not None and agg is not None:
+        raise InputError("--top-k and --aggregate are alternatives; give one")
+    if top_k is not None and top_k < 1:
+        raise InputError(f"--top-k must be >= 1, got {top_k}")
+    man = Manifest("estimate", options=dict(kw))
+    man.add_input("net", kw["net"])
+    scorer = PairwiseScorer.load(kw["net"])
+    rows, row_ids = _embeddings(
+        kw["pool"], kw["embedder"], scorer.embedding_model, man, "pool", quiet
+    )
+    n_jobs = kw["n_jobs"]
+
+    if scorer.kind == "pointwise":
+        if kw["target"] or top_k is not None or agg is not None:
+            raise InputError(
+                "a pointwise network scores items: --target, --top-k and --aggregate do not apply"
+            )
+        with man.stage("score") as rec:
+            scores = scorer.pointwise(rows, n_jobs=n_jobs)
+            rec["items"] = len(scores)
+        _write_per_row(out, scores, row_ids)
+        man.results = {"shape": [len(scores)]}
+    else:
+        if kw["target"]:
+            cols, col_ids = _embeddings(
+                kw["target"], kw["embedder"], scorer.embedding_model, man, "target", quiet
+            )
+        else:
+            cols, col_ids = rows, row_ids
+        m, n = len(rows), len(cols)
+        if top_k is not None:
+            if top_k > n:
+                raise InputError(f"--top-k {top_k} is more than the {n} columns")
+            with man.stage("topk") as rec:
+                idx, val = scorer.topk(rows, cols, top_k, n_jobs=n_jobs)
+                rec["pairs"] = m * n
+            if out.suffix.lower() == ".npz":
+                with atomic_path(out, suffix=".npz") as tmp, open(tmp, "wb") as fh:
+                    np.savez(fh, indices=idx, values=val)
+            elif out.suffix.lower() == ".parquet":
+                r = np.repeat(np.arange(m, dtype=np.int64), top_k)
+                c = idx.reshape(-1)
+                _write_table(
+                    out,
+                    {
+                        "row": r,
+                        "col": c,
+                        "row_id": _ids(row_ids, r),
+                        "col_id": _ids(col_ids, c),
+                        "rank": np.tile(np.arange(1, top_k + 1, dtype=np.int32), m),
+                        "score": val.reshape(-1),
+                    },
+                )
+            else:
+                raise InputError(
+                    "--top-k writes .parquet (row, col, ids, rank, score) or .npz (indices, values)"
+                )
+            man.results = {"shape": [m, top_k]}
+        elif agg is not None:
+            with man.stage("aggregate") as rec:
+                scores = scorer.aggregate(rows, cols, agg, n_jobs=n_jobs)
+                rec["pairs"] = m * n
+            _write_per_row(out, scores, row_ids)
+            man.results = {"shape": [m]}
+        else:
+            if out.suffix.lower() != ".npy":
+                raise InputError(
+                    "the dense matrix is written as .npy; use --top-k for .parquet / .npz"
+                )
+            nbytes = m * n * 4
+            _check_disk(out, nbytes)
+            with man.stage("score") as rec, atomic_path(out, suffix=".npy") as tmp:
+                # Memory-mapped: the matrix goes straight to disk, never twice in memory.
+                mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(m, n))
+                scorer.score(rows, cols, n_jobs=n_jobs, out=mm)
+                mm.flush()
+                del mm
+                rec["pairs"] = m * n
+            man.results = {"shape": [m, n]}
+    man.write(out.with_name(out.name + ".manifest.json"))
+    if not quiet:
+        click.echo(f"wrote {out} ({', '.join(str(s) for s in man.results['shape'])})")
+
+
+def _ids(ids: list[str] | None, index: np.ndarray) -> list[str]:
+    if ids is None:
+        return [str(i) for i in index.tolist()]
+    return [ids[i] for i in index.tolist()]
+
+
+def _write_per_row(out: Path, scores: np.ndarray, row_ids: list[str] | None) -> None:
+    from nncift.errors import InputError
+    from nncift.io import save_npy_atomic
+
+    suffix = out.suffix.lower()
+    if suffix == ".npy":
+        save_npy_atomic(out, scores)
+    elif suffix == ".parquet":
+        r = np.arange(len(scores), dtype=np.int64)
+        _write_table(out, {"row": r, "row_id": _ids(row_ids, r), "score": scores})
+    else:
+        raise InputError("one value per row is written as .npy or .parquet")
