@@ -62,8 +62,8 @@ def test_select_is_deterministic_and_parquet_output(pool_file: Path, tmp_path: P
     ("extra", "message"),
     [
         (["--budget", "500"], "larger than the pool"),
-        (["--budget", "0"], "budget must be a positive"),
-        (["--budget", "2.5"], "neither a fraction"),
+        (["--budget", "0"], "budget must be > 0"),
+        (["--budget", "2.5"], "must be whole"),
     ],
 )
 def test_impossible_budgets(pool_file: Path, tmp_path: Path, extra: list[str], message: str) -> None:

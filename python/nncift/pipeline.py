@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from nncift.embed import DEFAULT_EMBEDDER, Embedder
 from nncift.errors import InputError
 from nncift.io import atomic_path, write_text_atomic
 from nncift.manifest import Manifest
-from nncift.valuation import ValuationOptions, Valuer, run_key
+from nncift.valuation import ValuationOptions, Valuer, plan_valuation, run_key
 
 log = logging.getLogger(__name__)
 
@@ -46,15 +45,14 @@ RANK_FIELD, GAIN_FIELD, ID_FIELD = "nncift_rank", "nncift_gain", "nncift_id"
 
 
 def resolve_budget(budget: float, n: int) -> int:
-    """A budget as a count (>= 1, integral) or a fraction of the pool (0 < b < 1) -> count."""
-    if not math.isfinite(budget) or budget <= 0:
-        raise InputError(f"budget must be a positive count or a fraction in (0, 1), got {budget}")
-    if budget < 1:
-        k = max(1, int(round(budget * n)))
-    else:
-        if budget != int(budget):
-            raise InputError(f"budget {budget} is neither a fraction below 1 nor a whole count")
-        k = int(budget)
+    """A budget as a count (>= 1, whole) or a fraction of the pool (0 < b < 1) -> a count
+    that fits the pool."""
+    from nncift.selection import resolve_budget as to_count
+
+    try:
+        k = to_count(budget, n)
+    except ValueError as exc:
+        raise InputError(str(exc)) from exc
     if k > n:
         raise InputError(f"budget {k} is larger than the pool ({n} items)")
     return k
@@ -315,3 +313,50 @@ def _influence_inputs(objective: str, valuation: Any) -> dict[str, Any]:
     elif objective == "flcg":
         kwargs["private_kernel"] = valuation.query_kernel
     return kwargs
+
+
+def plan_select(pool: Items, target: Items | None, options: SelectOptions) -> str:
+    """What `run_select` would do, with LM passes, memory and time estimates (no work done)."""
+    from nncift.selection import estimate_selection
+
+    k = resolve_budget(options.budget, len(pool))
+    objective = resolve_objective(options.objective, options.method, target is not None)
+    lines = [
+        f"plan: {options.method} on {len(pool):,} pool items"
+        + (f" and {len(target):,} targets" if target is not None else "")
+        + f", objective {objective}, budget {k:,}"
+    ]
+    if options.method != "random":
+        n_texts = len(pool) + (len(target) if target is not None else 0)
+        lines.append(
+            f"  embed            {n_texts:,} texts with {options.embedder} (cached texts skipped)"
+        )
+    total_passes, total_seconds = 0, 0.0
+    if options.method in ("delift", "delift-se", "less", "selectit"):
+        vopt = options.valuation or ValuationOptions()
+        vopt = ValuationOptions(**{**asdict(vopt), "method": options.method})
+        for st in plan_valuation(
+            len(pool), len(target) if target is not None else None, vopt, objective
+        ):
+            extra = []
+            if st.lm_passes:
+                extra.append(f"{st.lm_passes:,} LM passes")
+            if st.memory_bytes:
+                extra.append(f"{st.memory_bytes / 2**20:,.1f} MiB")
+            extra.append(f"~{st.seconds:,.0f} s on 2 CPU cores")
+            lines.append(f"  {st.stage:<16} {st.what} ({', '.join(extra)})")
+            total_passes += st.lm_passes
+            total_seconds += st.seconds
+    if options.method != "random":
+        d = 384
+        n_q = len(target) if target is not None and objective in ("flmi", "flcg") else 0
+        plan = estimate_selection(
+            len(pool), budget=k, d=d, objective=objective, n_queries=n_q,
+            kernel_given=options.method not in ("embedding",),
+        )  # fmt: skip
+        lines.append(f"  select           {plan}")
+        total_seconds += plan.seconds
+    lines.append(
+        f"total: {total_passes:,} LM passes, roughly {total_seconds:,.0f} s before embedding"
+    )
+    return "\n".join(lines)

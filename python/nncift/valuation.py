@@ -351,3 +351,79 @@ class Valuer:
             with self.manifest.stage("predict_points", points=m):
                 scores = scorer.pointwise(self.pool_emb)
         return Valuation(scores=np.asarray(scores, dtype=np.float32))
+
+
+# ---------------------------------------------------------------- planning (--dry-run)
+
+#: Rough CPU seconds per LM sequence (2 cores, SmolLM2-135M, ~200-token texts), measured by
+#: benches/bench_influence.py; a plan is an order of magnitude, not a promise.
+CPU_SECONDS_PER_PASS = {"delift": 0.05, "less": 0.15, "selectit": 0.05}
+#: Network training throughput (pairs x epochs per second) on 2 CPU cores.
+TRAIN_PAIRS_PER_SECOND = 2.0e5
+#: Rust scorer throughput (pairs per second) on 2 CPU cores, benches/bench_scorer.py.
+SCORE_PAIRS_PER_SECOND = 4.0e7
+
+
+@dataclass
+class StagePlan:
+    stage: str
+    what: str
+    lm_passes: int = 0
+    memory_bytes: int = 0
+    seconds: float = 0.0
+
+
+def plan_valuation(
+    n_pool: int, n_target: int | None, options: ValuationOptions, objective: str
+) -> list[StagePlan]:
+    """The label / train / predict stages a run would execute, with rough costs."""
+    from nncift.split import n_in
+
+    method, u, exact = options.method, options.u, options.exact
+    blocks: list[tuple[str, int, int | None]] = []  # (name, n_rows, n_cols)
+    if method == "selectit":
+        blocks.append(("points", n_pool, None))
+    elif method == "less":
+        blocks.append(("pairwise", n_pool, n_target or 0))
+    else:
+        blocks.append(("data", n_pool, n_pool))
+        if objective in ("flmi", "flcg"):
+            blocks.append(("pairwise", n_pool, n_target or 0))
+    plans = []
+    per_pass = CPU_SECONDS_PER_PASS.get(method, 0.0)
+    for name, m, n in blocks:
+        rows = m if exact else n_in(m, u)
+        cols = None if n is None else (n if exact else n_in(n, u))
+        if method == "selectit":
+            passes = 5 * rows  # K = 5 rating prompts per item
+        elif method == "less":
+            # Gradients per item and checkpoint (forward + backward), plus the warm-up.
+            passes = 2 * (rows + (cols or 0)) + max(1, n_pool // 20)
+        elif method == "delift":
+            passes = rows * (cols or 0) + (cols or 0)  # + the no-example pass per target
+        else:
+            passes = 0
+        what = f"{rows} x {cols}" if cols is not None else f"{rows} items"
+        label = StagePlan(f"label_{name}", f"{method} on {what}", lm_passes=passes)
+        label.seconds = passes * per_pass
+        plans.append(label)
+        if exact:
+            continue
+        n_pairs = rows * (cols or 1)
+        plans.append(
+            StagePlan(
+                f"train_{name}",
+                f"InfluenceNetwork on {n_pairs:,} labels, {options.epochs} epochs",
+                seconds=n_pairs * options.epochs / TRAIN_PAIRS_PER_SECOND,
+            )
+        )
+        out_pairs = m * (n if n is not None else 1)
+        plans.append(
+            StagePlan(
+                f"predict_{name}",
+                f"Rust scorer on {out_pairs:,} {'pairs' if n is not None else 'items'}",
+                memory_bytes=4 * out_pairs,
+                seconds=out_pairs / SCORE_PAIRS_PER_SECOND,
+            )
+        )
+    return plans

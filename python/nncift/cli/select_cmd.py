@@ -111,6 +111,11 @@ DEFAULT_POOL = "builtin:ifbench"
     help="Output file (.jsonl/.json/.csv/.parquet): the chosen records in selection order with "
     "nncift_rank and nncift_gain; OUT's stem + .manifest.json is written next to it.",
 )
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Print the plan (stages, LM passes, memory and time estimates) and stop.",
+)
 @data_options
 @selection_options
 @click.pass_context
@@ -134,6 +139,7 @@ def select_command(
     max_length: int,
     variant: str,
     epochs: int,
+    dry_run: bool,
     **rest: Any,
 ) -> None:
     """Select a subset of POOL and write it to OUT.
@@ -143,7 +149,7 @@ def select_command(
       nncift select --pool data.jsonl --budget 0.1 --out subset.jsonl
     """
     from nncift.manifest import Manifest
-    from nncift.pipeline import SelectOptions, check_output_path, run_select
+    from nncift.pipeline import SelectOptions, check_output_path, plan_select, run_select
     from nncift.valuation import ValuationOptions
 
     quiet = ctx.obj.get("quiet", False)
@@ -174,6 +180,9 @@ def select_command(
             epochs=epochs,
         ),
     )
+    if dry_run:
+        click.echo(plan_select(pool_items, target_items, options))
+        return
     run = run_select(
         pool_items,
         options,
