@@ -10,11 +10,23 @@ from importlib.metadata import PackageNotFoundError, version
 
 from nncift._core import __version__ as core_version
 from nncift.errors import InputError, NnciftError
-from nncift.scorer import PairwiseScorer as PairwiseScorer
+from nncift import selection
+from nncift.scorer import PairwiseScorer
+from nncift.selection import SelectionResult, estimate_selection, select
 
 try:
     __version__ = version("nncift")
 except PackageNotFoundError:  # running from a source tree without installation
     __version__ = core_version
 
-__all__ = ["InputError", "NnciftError", "__version__", "core_version"]
+__all__ = [
+    "InputError",
+    "NnciftError",
+    "PairwiseScorer",
+    "SelectionResult",
+    "__version__",
+    "core_version",
+    "estimate_selection",
+    "select",
+    "selection",
+]
