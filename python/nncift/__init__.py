@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from nncift import selection
 from nncift._core import __version__ as core_version
 from nncift.errors import InputError, NnciftError
-from nncift import selection
 from nncift.scorer import PairwiseScorer
 from nncift.selection import SelectionResult, estimate_selection, select
 
