@@ -93,6 +93,13 @@ class SelectRun:
         ]
         if self.objective_value is not None:
             lines.append(f"objective value {self.objective_value:.6g}")
+        budget = self.manifest.options.get("budget_count")
+        if budget is not None and k < budget:
+            lines.append(
+                f"note: stopped at {k} of the budget {budget}: no remaining item adds value to "
+                "the objective (the kernel is saturated); pass --no-stop-at-zero to fill the "
+                "budget, or try another --objective or --network"
+            )
         stages = ", ".join(
             f"{name} {rec['seconds']:.2f}s" for name, rec in self.manifest.stages.items()
         )

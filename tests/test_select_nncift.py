@@ -1,0 +1,137 @@
+"""`nncift select` through NN-CIFT: u-block labels, network, Rust prediction, selection rule,
+stage caching, --exact, --dry-run and the errors a user can hit."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from nncift.cli.main import cli
+from nncift.data import load_named
+
+LM_CACHE = Path(__file__).resolve().parents[1] / ".nncift-cache"
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, ["-q", *args], catch_exceptions=False)
+    return result.exit_code, result.output
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    items = load_named("chatterbot")
+    pool, target = items.split([120, 40], seed=1)
+    d = tmp_path_factory.mktemp("data")
+    for name, part in (("pool", pool), ("target", target)):
+        (d / f"{name}.jsonl").write_text(
+            "".join(json.dumps(r) + "\n" for r in part.records), encoding="utf-8"
+        )
+    return d / "pool.jsonl", d / "target.jsonl"
+
+
+def manifest_of(out: Path) -> dict:
+    return json.loads(out.with_name(out.stem + ".manifest.json").read_text())
+
+
+def test_delift_se_nncift_stages_and_cache_reuse(files: tuple[Path, Path], tmp_path: Path) -> None:
+    pool, _ = files
+    cache = tmp_path / "cache"
+    out = tmp_path / "a.jsonl"
+    args = ["select", "--pool", str(pool), "--method", "delift-se", "--u", "0.1",
+            "--epochs", "3", "--cache-dir", str(cache), "--no-stop-at-zero"]  # fmt: skip
+    code, output = run(*args, "--budget", "10", "--out", str(out))
+    assert code == 0, output
+    m = manifest_of(out)
+    assert {"embed", "label_data", "train_data", "predict_data", "select"} <= set(m["stages"])
+    assert m["stages"]["train_data"]["reused"] is False
+    assert m["stages"]["label_data"]["rows"] == 12  # u = 0.1 of 120 pool items
+    assert m["options"]["objective_resolved"] == "fl"
+    assert len(out.read_text().splitlines()) == 10
+
+    # Only the budget changes: labels and network come from the run folder.
+    out2 = tmp_path / "b.jsonl"
+    code, output = run(*args, "--budget", "20", "--out", str(out2))
+    assert code == 0, output
+    m2 = manifest_of(out2)
+    assert m2["stages"]["train_data"]["reused"] is True
+    assert m2["stages"]["label_data"]["computed_tiles"] == 0
+    first = [json.loads(x)["nncift_id"] for x in out.read_text().splitlines()]
+    second = [json.loads(x)["nncift_id"] for x in out2.read_text().splitlines()]
+    assert second[:10] == first  # greedy is a prefix of itself: same kernel, same order
+
+
+def test_exact_flmi_with_target(files: tuple[Path, Path], tmp_path: Path) -> None:
+    pool, target = files
+    out = tmp_path / "e.jsonl"
+    code, output = run("select", "--pool", str(pool), "--target", str(target), "--method",
+                       "delift-se", "--exact", "--budget", "8", "--cache-dir", str(tmp_path / "c"),
+                       "--out", str(out))  # fmt: skip
+    assert code == 0, output
+    m = manifest_of(out)
+    assert m["options"]["objective_resolved"] == "flmi"
+    assert m["stages"]["label_data"]["rows"] == 120  # every pair: the baseline
+    assert m["stages"]["label_pairwise"]["cols"] == 40
+    assert "train_data" not in m["stages"]
+
+
+def test_errors_a_user_can_hit(files: tuple[Path, Path], tmp_path: Path) -> None:
+    pool, target = files
+    out = str(tmp_path / "x.jsonl")
+    code, output = run("select", "--pool", str(pool), "--method", "delift-se", "--u", "0.01",
+                       "--budget", "5", "--out", out)  # fmt: skip
+    assert code != 0 and "at least 400 are required" in output
+    code, output = run(
+        "select", "--pool", str(pool), "--method", "less", "--budget", "5", "--out", out
+    )
+    assert code != 0 and "give --target" in output
+    code, output = run("select", "--pool", str(pool), "--method", "delift-se", "--objective",
+                       "flmi", "--budget", "5", "--out", out)  # fmt: skip
+    assert code != 0 and "needs a target set" in output
+    code, output = run("select", "--pool", str(pool), "--method", "selectit", "--objective", "fl",
+                       "--budget", "5", "--out", out)  # fmt: skip
+    assert code != 0 and "top-k" in output
+    assert not Path(out).exists()
+
+
+def test_dry_run_plans_without_work(files: tuple[Path, Path], tmp_path: Path) -> None:
+    pool, target = files
+    out = tmp_path / "never.jsonl"
+    code, output = run("select", "--pool", str(pool), "--target", str(target), "--method", "delift",
+                       "--budget", "0.1", "--out", str(out), "--dry-run")  # fmt: skip
+    assert code == 0, output
+    # 120 * 0.05 = 6 pool items labelled against themselves (+ 6 no-example passes) and
+    # against 2 targets (+ 2): 42 + 14 LM passes.
+    assert "label_data" in output and "6 x 6 (42 LM passes" in output
+    assert "6 x 2 (14 LM passes" in output
+    assert "total: 56 LM passes" in output
+    assert not out.exists()
+
+
+@pytest.fixture(scope="module")
+def lm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from nncift.lm import tiny_random_lm
+
+    d = tmp_path_factory.mktemp("tiny-lm")
+    tiny = tiny_random_lm(cache=LM_CACHE)
+    tiny.model.save_pretrained(d)
+    tiny.tokenizer.save_pretrained(d)
+    return d
+
+
+def test_selectit_nncift_with_a_real_tiny_lm(
+    files: tuple[Path, Path], lm_dir: Path, tmp_path: Path
+) -> None:
+    pool, _ = files
+    out = tmp_path / "s.jsonl"
+    code, output = run("select", "--pool", str(pool), "--method", "selectit", "--lm", str(lm_dir),
+                       "--u", "0.1", "--epochs", "2", "--budget", "12", "--cache-dir",
+                       str(tmp_path / "c"), "--out", str(out))  # fmt: skip
+    assert code == 0, output
+    m = manifest_of(out)
+    assert m["options"]["objective_resolved"] == "topk"
+    assert m["stages"]["label_points"]["cost"]["lm_passes"] == 12 * 5  # K = 5 prompts per item
+    gains = [json.loads(x)["nncift_gain"] for x in out.read_text().splitlines()]
+    assert len(gains) == 12 and gains == sorted(gains, reverse=True)  # top-k: highest first
