@@ -341,3 +341,36 @@ def test_resolve_budget() -> None:
     assert resolve_budget(0.1, 1000) == 100
     assert resolve_budget(7, 1000) == 7
     assert resolve_budget(0.0001, 10) == 1
+
+
+def test_scorer_kernel_source_matches_its_dense_kernel() -> None:
+    """`kernel_source=scorer.bind(E, E)`: the InfluenceNetwork evaluated on the fly (and as a
+    kNN kernel keeping every neighbour) selects exactly what its dense matrix selects."""
+    from nncift.scorer import PairwiseScorer
+
+    rng = np.random.default_rng(5)
+    d, n = 8, 60
+    layers = []
+    fan_in = 2 * d + 1  # paper layout: both embeddings and their cosine
+    for h in (6, 1):
+        s = 1.0 / np.sqrt(fan_in)
+        layers.append(
+            (
+                rng.uniform(-s, s, (h, fan_in)).astype(np.float32),
+                rng.uniform(-s, s, h).astype(np.float32),
+            )
+        )
+        fan_in = h
+    # A positive offset keeps every influence score > 0, as coverage functions require.
+    scorer = PairwiseScorer.from_arrays(layers, embedding_dim=d, label_offset=5.0)
+    e = rng.normal(size=(n, d)).astype(np.float32)
+    kern = scorer.bind(e, e)
+    dense = kern.dense()
+    assert dense.shape == (n, n) and dense.min() > 0
+    want = select("fl", kernel=dense, budget=8)
+    for mode, extra in (("onthefly", {}), ("sparse", {"knn": n})):
+        got = select("fl", kernel_source=kern, budget=8, mode=mode, **extra)
+        assert got.indices.tolist() == want.indices.tolist(), mode
+        np.testing.assert_allclose(got.gains, want.gains, rtol=1e-9)
+    with pytest.raises(ValueError, match="ScorerKernel"):
+        select("fl", kernel_source=object(), budget=2, mode="onthefly")

@@ -225,14 +225,19 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
         raise ValueError(f"unknown {name} {value!r}; choose from {', '.join(choices)}")
 
 
-def _matrix(x: Any, name: str) -> np.ndarray:
+def _matrix(x: Any, name: str, check_finite: bool = True) -> np.ndarray:
+    """`x` as a C-contiguous float32 (n, m) array (no copy when it already is one).
+
+    `check_finite=False` leaves the NaN / inf scan to the Rust core (done for the
+    main kernel, which the core scans once in a fused, parallel pass anyway).
+    """
     a = np.asarray(x)
     if a.ndim != 2:
         raise ValueError(f"{name} must be a 2-D array, got shape {a.shape}")
     if a.dtype.kind not in "fiu":
         raise ValueError(f"{name} must be numeric, got dtype {a.dtype}")
     a = np.ascontiguousarray(a, dtype=np.float32)
-    if not np.isfinite(a).all():
+    if check_finite and not np.isfinite(a).all():
         bad = np.argwhere(~np.isfinite(a))[0]
         raise ValueError(f"{name}[{bad[0]}, {bad[1]}] is NaN or inf; values must be finite")
     return a
@@ -334,7 +339,7 @@ def select(
     if n_jobs < 0:
         raise ValueError(f"n_jobs must be >= 0, got {n_jobs}")
 
-    k_arr = _matrix(kernel, "kernel") if kernel is not None else None
+    k_arr = _matrix(kernel, "kernel", check_finite=False) if kernel is not None else None
     e_arr = _matrix(embeddings, "embeddings") if embeddings is not None else None
     r_arr = (
         _matrix(represented_embeddings, "represented_embeddings")
@@ -352,6 +357,11 @@ def select(
     elif e_arr is not None:
         n = e_arr.shape[0]
     elif kernel_source is not None:
+        if not isinstance(kernel_source, _core.ScorerKernel):
+            raise ValueError(
+                "kernel_source must be an nncift ScorerKernel (from PairwiseScorer.bind(rows, "
+                f"cols)); got {type(kernel_source).__name__}"
+            )
         n = int(kernel_source.n_rows)
     elif sc is not None:
         n = sc.shape[0]
@@ -383,7 +393,7 @@ def select(
             raise ValueError(f"{objective} needs a square (n, n) kernel, got shape {k_arr.shape}")
         if k_arr.shape[1] == 0:
             raise ValueError("the kernel has no columns (empty represented set)")
-        _check_kernel(k_arr, "kernel", objective in ("disparity-sum", "disparity-min"))
+        # Values (finite, >= 0, <= 1 for disparity) are checked by the core.
     if r_arr is not None:
         if objective not in ("fl", "mix"):
             raise ValueError("represented_embeddings are only used by fl / mix")

@@ -2,6 +2,8 @@
 //! f(A ∪ {j}) - f(A) against naive / lazy greedy with memoisation, sparse and
 //! on-the-fly kernels against dense, and determinism across thread counts.
 
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
 use std::sync::Arc;
 
 use ndarray::Array2;
@@ -412,4 +414,55 @@ fn bad_inputs_are_errors_not_panics() {
     assert!(e.to_string().contains("square"), "{e}");
     let e = req(&symmetric_kernel(10, 1), SetFunction::Flmi { eta: 1.0 }).unwrap_err();
     assert!(e.to_string().contains("query"), "{e}");
+}
+
+#[test]
+fn symmetric_knn_build_equals_the_generic_one_for_any_thread_count() {
+    // 2,300 items: three 1,024-row tiles, the last one ragged; every 7th row
+    // duplicates an earlier one so that exact ties exercise the index order.
+    let mut g = Lcg(21);
+    let mut e = Array2::from_shape_fn((2300, 12), |_| g.next() - 0.5);
+    for i in (7..2300).step_by(7) {
+        let src = e.row(i / 3).to_owned();
+        e.row_mut(i).assign(&src);
+    }
+    let src = CosineSource::new(e.view(), None, CosineTransform::Clip).unwrap();
+    let generic = nncift_core::thread_pool(2)
+        .unwrap()
+        .install(|| select::SparseKernel::knn_from_source(&src, 6))
+        .unwrap();
+    for threads in [1, 2, 3] {
+        let fast = nncift_core::thread_pool(threads)
+            .unwrap()
+            .install(|| select::SparseKernel::knn_cosine_self(&src, 6))
+            .unwrap();
+        assert_eq!(fast.nnz(), generic.nnz());
+        for t in 0..2300 {
+            let (gi, gv) = generic.col(t);
+            let (fi, fv) = fast.col(t);
+            assert_eq!(fi, gi, "column {t}, {threads} threads");
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(fv), bits(gv), "column {t}, {threads} threads");
+        }
+    }
+    let rect = CosineSource::new(e.view(), Some(e.view()), CosineTransform::Clip).unwrap();
+    assert!(select::SparseKernel::knn_cosine_self(&rect, 3).is_err());
+}
+
+#[test]
+fn symmetric_dense_build_equals_block_by_block() {
+    let mut g = Lcg(33);
+    let e = Array2::from_shape_fn((1300, 9), |_| g.next() - 0.5);
+    let src = CosineSource::new(e.view(), None, CosineTransform::Shift).unwrap();
+    let rows: Vec<usize> = (0..1300).collect();
+    let mut want = vec![0f32; 1300 * 1300];
+    nncift_core::PairwiseSource::block(&src, &rows, &rows, &mut want).unwrap();
+    for threads in [1, 2] {
+        let got = nncift_core::thread_pool(threads)
+            .unwrap()
+            .install(|| src.dense_self())
+            .unwrap();
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(got.as_slice().unwrap()), bits(&want), "{threads} threads");
+    }
 }

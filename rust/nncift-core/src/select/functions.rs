@@ -118,7 +118,7 @@ pub struct Extras<'a> {
     pub quality: Option<(Vec<f32>, f64)>,
 }
 
-fn check_finite_nonneg_dense(
+pub(crate) fn check_finite_nonneg_dense(
     k: &ndarray::ArrayView2<'_, f32>,
     what: &str,
     max_one: bool,
@@ -361,7 +361,18 @@ impl<'a> Problem<'a> {
         debug_assert_eq!(cands.len(), out.len());
         let chunk = match &self.kernel {
             Some(KernelData::Source(_)) => self.source_chunk(),
-            Some(KernelData::Dense(a)) => (262_144 / a.ncols().max(1)).clamp(1, 64),
+            // A dense row of >= 4k columns is worth a task of its own: lazy
+            // greedy re-evaluates a handful of rows at a time, and splitting
+            // those across threads is what keeps both cores busy.
+            Some(KernelData::Dense(a)) => {
+                let per = (262_144 / a.ncols().max(1)).clamp(1, 64);
+                let threads = rayon::current_num_threads().max(1);
+                if a.ncols() >= 4096 && threads > 1 {
+                    per.min(cands.len().div_ceil(threads)).max(1)
+                } else {
+                    per
+                }
+            }
             _ => 512,
         };
         if cands.len() <= chunk {
@@ -455,14 +466,13 @@ impl<'a> Problem<'a> {
             State::Fl { best, .. } => {
                 let kernel = kernel.ok_or_else(|| CoreError::Runtime("kernel missing".into()))?;
                 match kernel {
-                    KernelData::Dense(a) => match a.row(j).as_slice() {
-                        Some(r) => max_into(best, r),
-                        None => {
-                            for (b, &v) in best.iter_mut().zip(a.row(j).iter()) {
-                                *b = b.max(v);
-                            }
-                        }
-                    },
+                    KernelData::Dense(a) => {
+                        let row = a.row(j);
+                        let r = row.as_slice().ok_or_else(|| {
+                            CoreError::Runtime("kernel must be C-contiguous".into())
+                        })?;
+                        max_into(best, r);
+                    }
                     KernelData::Sparse(s) => {
                         let (idx, val) = s.row(j);
                         for (&t, &v) in idx.iter().zip(val) {

@@ -130,7 +130,109 @@ impl CosineSource {
     pub fn dim(&self) -> usize {
         self.rows.ncols()
     }
+
+    /// The square source over the items `idx` of a square source (rows are
+    /// copied, already normalised, so every entry keeps its exact bits).
+    pub fn subset(&self, idx: &[usize]) -> CoreResult<Self> {
+        if self.cols.is_some() {
+            return Err(CoreError::Value(
+                "subset needs a square (cols = None) cosine source".into(),
+            ));
+        }
+        if let Some(&bad) = idx.iter().find(|&&i| i >= self.rows.nrows()) {
+            return Err(CoreError::Value(format!(
+                "index {bad} out of range for {} items",
+                self.rows.nrows()
+            )));
+        }
+        Ok(Self {
+            rows: self.rows.select(Axis(0), idx),
+            cols: None,
+            transform: self.transform,
+        })
+    }
+
+    /// The full square kernel `(n, n)` of a square source, using symmetry:
+    /// tiles `(I, J)` with `I <= J` are computed once and mirrored (entries
+    /// keep the bits `block` gives them: a dot product is computed in the same
+    /// order whichever of the two vectors comes first). Half the matrix-product
+    /// work of filling it with `block`. Must run inside the caller's rayon pool.
+    pub fn dense_self(&self) -> CoreResult<Array2<f32>> {
+        if self.cols.is_some() {
+            return Err(CoreError::Value(
+                "dense_self needs a square (cols = None) cosine source".into(),
+            ));
+        }
+        const TILE: usize = 512;
+        let n = self.rows.nrows();
+        let mut out = Array2::<f32>::zeros((n, n));
+        let nb = n.div_ceil(TILE);
+        let base = SyncPtr(
+            out.as_slice_mut()
+                .ok_or_else(|| CoreError::Runtime("fresh array not contiguous".into()))?
+                .as_mut_ptr(),
+        );
+        let x = &self.rows;
+        let t = self.transform;
+        let tiles: Vec<(usize, usize)> = (0..nb)
+            .flat_map(|i| (i..nb).map(move |j| (i, j)))
+            .collect();
+        tiles
+            .par_iter()
+            .try_for_each_init(
+                || vec![0f32; TILE * TILE],
+                |buf, &(bi, bj)| -> CoreResult<()> {
+                    let (i0, i1) = (bi * TILE, ((bi + 1) * TILE).min(n));
+                    let (j0, j1) = (bj * TILE, ((bj + 1) * TILE).min(n));
+                    let (h, w) = (i1 - i0, j1 - j0);
+                    let tile = &mut buf[..h * w];
+                    let mut c = ndarray::ArrayViewMut2::from_shape((h, w), &mut *tile)
+                        .map_err(|e| CoreError::Shape(e.to_string()))?;
+                    ndarray::linalg::general_mat_mul(
+                        1.0,
+                        &x.slice(s![i0..i1, ..]),
+                        &x.slice(s![j0..j1, ..]).t(),
+                        0.0,
+                        &mut c,
+                    );
+                    for v in tile.iter_mut() {
+                        *v = t.apply(v.clamp(-1.0, 1.0));
+                    }
+                    let p = base;
+                    for a in 0..h {
+                        for b in 0..w {
+                            let v = tile[a * w + b];
+                            // SAFETY: indices are < n in both axes, so inside
+                            // the n x n buffer; the task for tile (I, J), I <= J,
+                            // is the only writer of blocks (I, J) and (J, I), and
+                            // `out` is not otherwise accessed until all finish.
+                            unsafe {
+                                *p.0.add((i0 + a) * n + j0 + b) = v;
+                                if bi != bj {
+                                    *p.0.add((j0 + b) * n + i0 + a) = v;
+                                }
+                            }
+                        }
+                    }
+                    Ok(())
+                },
+            )?;
+        Ok(out)
+    }
+
+    /// Whether this is the square kernel of one embedding set.
+    pub fn is_square(&self) -> bool {
+        self.cols.is_none()
+    }
 }
+
+/// A raw pointer that may cross threads (disjoint writes, see `dense_self`).
+#[derive(Clone, Copy)]
+struct SyncPtr(*mut f32);
+// SAFETY: only used for writes to disjoint regions while the owner waits.
+unsafe impl Send for SyncPtr {}
+// SAFETY: as above.
+unsafe impl Sync for SyncPtr {}
 
 /// Gather `idx` rows of `m` into a contiguous matrix, or borrow when `idx` is a
 /// contiguous range (the common case in blockwise loops).
@@ -413,6 +515,91 @@ impl SparseKernel {
         Ok(Self::from_columns(n, cols))
     }
 
+    /// The kNN kernel of the square cosine kernel of `src` (built with
+    /// `cols = None`), using its symmetry: only tiles `(I, J)` with `I <= J` are
+    /// computed, and each feeds the top-k lists of both its row block and its
+    /// column block, halving the matrix-product work of
+    /// [`Self::knn_from_source`]. Each worker keeps its own flat top-k lists
+    /// over all columns (O(n k) memory) plus one tile; the lists are merged at
+    /// the end under the total order "larger value, then lower index", so the
+    /// result equals [`Self::knn_from_source`] on the same source and does not
+    /// depend on the thread count. Must run inside the caller's rayon pool.
+    pub fn knn_cosine_self(src: &CosineSource, k: usize) -> CoreResult<Self> {
+        if src.cols.is_some() {
+            return Err(CoreError::Value(
+                "knn_cosine_self needs a square (cols = None) cosine source".into(),
+            ));
+        }
+        let n = src.rows.nrows();
+        if n == 0 {
+            return Err(CoreError::Shape(
+                "cannot build a kNN kernel over an empty pool".into(),
+            ));
+        }
+        if k == 0 {
+            return Err(CoreError::Value("knn must be >= 1".into()));
+        }
+        if n > u32::MAX as usize {
+            return Err(CoreError::Value(format!(
+                "{n} items exceed the u32 index range"
+            )));
+        }
+        let k = k.min(n);
+        const TILE: usize = 1024;
+        let nb = n.div_ceil(TILE);
+        let tiles: Vec<(usize, usize)> =
+            (0..nb).flat_map(|i| (i..nb).map(move |j| (i, j))).collect();
+        let threads = rayon::current_num_threads().max(1);
+        let slots: Vec<std::sync::Mutex<Option<Worker>>> =
+            (0..threads).map(|_| std::sync::Mutex::new(None)).collect();
+        let x = &src.rows;
+        let t = src.transform;
+        tiles
+            .par_iter()
+            .try_for_each(|&(bi, bj)| -> CoreResult<()> {
+                let slot = rayon::current_thread_index().unwrap_or(0) % threads;
+                // Each thread only ever locks its own slot: never contended.
+                let mut guard = slots[slot]
+                    .lock()
+                    .map_err(|_| CoreError::Runtime("kNN worker state poisoned".into()))?;
+                let (top, buf) =
+                    guard.get_or_insert_with(|| (TopK::new(n, k), vec![0f32; TILE * TILE]));
+                let (i0, i1) = (bi * TILE, ((bi + 1) * TILE).min(n));
+                let (j0, j1) = (bj * TILE, ((bj + 1) * TILE).min(n));
+                let (h, w) = (i1 - i0, j1 - j0);
+                let a = x.slice(s![i0..i1, ..]);
+                let b = x.slice(s![j0..j1, ..]);
+                let out = &mut buf[..h * w];
+                let mut c = ndarray::ArrayViewMut2::from_shape((h, w), &mut *out)
+                    .map_err(|e| CoreError::Shape(e.to_string()))?;
+                ndarray::linalg::general_mat_mul(1.0, &a, &b.t(), 0.0, &mut c);
+                for v in out.iter_mut() {
+                    *v = t.apply(v.clamp(-1.0, 1.0));
+                }
+                for (r, line) in out.chunks_exact(w).enumerate() {
+                    let cand = (i0 + r) as u32;
+                    // Columns j0..j1 gain candidate i0 + r.
+                    top.offer_row(j0, line, cand);
+                    if bi != bj {
+                        // Column i0 + r gains candidates j0..j1 (the mirrored half).
+                        top.offer_col(i0 + r, line, j0 as u32);
+                    }
+                }
+                Ok(())
+            })?;
+        let mut tops: Vec<TopK> = slots
+            .into_iter()
+            .filter_map(|m| m.into_inner().ok().flatten().map(|(t, _)| t))
+            .collect();
+        let mut first = tops
+            .pop()
+            .ok_or_else(|| CoreError::Runtime("kNN build produced no lists".into()))?;
+        for other in &tops {
+            first.merge(other);
+        }
+        Ok(Self::from_columns(n, first.into_columns()))
+    }
+
     /// Keep every entry of a dense kernel with `|K| > 0` (for tests and small kernels).
     pub fn from_dense(k: ArrayView2<'_, f32>) -> Self {
         let (n, m) = k.dim();
@@ -430,6 +617,146 @@ impl SparseKernel {
     /// Approximate heap bytes held.
     pub fn memory_bytes(&self) -> usize {
         2 * self.nnz() * 8 + (self.n_rows + self.n_cols + 2) * 8
+    }
+}
+
+/// One kNN-build worker's state: its top-k lists and its tile buffer.
+type Worker = (TopK, Vec<f32>);
+
+/// Flat per-column top-k lists (the kNN build's working state): for column
+/// `t`, `len[t]` entries at `t * k ..`, and its worst kept entry cached so that
+/// almost every offer is one comparison. Ordering: larger value first, then
+/// lower candidate index, so the kept set is unique whatever the arrival order.
+struct TopK {
+    k: usize,
+    val: Vec<f32>,
+    idx: Vec<u32>,
+    len: Vec<u32>,
+    /// Worst kept value (-inf while the list is not full): the admission bar.
+    bar: Vec<f32>,
+    /// Candidate index and position of the worst kept entry.
+    bar_j: Vec<u32>,
+    bar_pos: Vec<u32>,
+}
+
+impl TopK {
+    fn new(n: usize, k: usize) -> Self {
+        Self {
+            k,
+            val: vec![0.0; n * k],
+            idx: vec![0; n * k],
+            len: vec![0; n],
+            bar: vec![f32::NEG_INFINITY; n],
+            bar_j: vec![u32::MAX; n],
+            bar_pos: vec![0; n],
+        }
+    }
+
+    /// Offer candidate `j` with value `v` to column `t`.
+    #[inline]
+    fn offer(&mut self, t: usize, v: f32, j: u32) {
+        let k = self.k;
+        let base = t * k;
+        let len = self.len[t] as usize;
+        if len < k {
+            self.val[base + len] = v;
+            self.idx[base + len] = j;
+            self.len[t] += 1;
+            if len + 1 == k {
+                self.refresh_bar(t);
+            }
+            return;
+        }
+        if v > self.bar[t] || (v == self.bar[t] && j < self.bar_j[t]) {
+            let p = base + self.bar_pos[t] as usize;
+            self.val[p] = v;
+            self.idx[p] = j;
+            self.refresh_bar(t);
+        }
+    }
+
+    fn refresh_bar(&mut self, t: usize) {
+        let base = t * self.k;
+        let mut wp = 0;
+        for p in 1..self.k {
+            let (v, j) = (self.val[base + p], self.idx[base + p]);
+            let (wv, wj) = (self.val[base + wp], self.idx[base + wp]);
+            if v < wv || (v == wv && j > wj) {
+                wp = p;
+            }
+        }
+        self.bar[t] = self.val[base + wp];
+        self.bar_j[t] = self.idx[base + wp];
+        self.bar_pos[t] = wp as u32;
+    }
+
+    /// Columns `t0..t0 + line.len()` each get candidate `j` with `line[b]`.
+    #[inline]
+    fn offer_row(&mut self, t0: usize, line: &[f32], j: u32) {
+        const C: usize = 16;
+        let w = line.len();
+        let mut b = 0;
+        while b < w {
+            let e = (b + C).min(w);
+            // Branch-free screen of a chunk against the bars (vectorises);
+            // `>=` lets ties through to the exact comparison in `offer`.
+            let bars = &self.bar[t0 + b..t0 + e];
+            let hit = line[b..e]
+                .iter()
+                .zip(bars)
+                .fold(false, |h, (&v, &m)| h | (v >= m));
+            if hit {
+                for (q, &v) in line.iter().enumerate().take(e).skip(b) {
+                    if v >= self.bar[t0 + q] {
+                        self.offer(t0 + q, v, j);
+                    }
+                }
+            }
+            b = e;
+        }
+    }
+
+    /// Column `t` gets candidates `j0 + b` with values `line[b]`.
+    #[inline]
+    fn offer_col(&mut self, t: usize, line: &[f32], j0: u32) {
+        let m = line
+            .iter()
+            .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
+        if m < self.bar[t] {
+            return;
+        }
+        for (b, &v) in line.iter().enumerate() {
+            if v >= self.bar[t] {
+                self.offer(t, v, j0 + b as u32);
+            }
+        }
+    }
+
+    /// Fold another worker's lists into these (order-independent).
+    fn merge(&mut self, o: &TopK) {
+        for t in 0..self.len.len() {
+            let base = t * o.k;
+            for p in 0..o.len[t] as usize {
+                let v = o.val[base + p];
+                if v >= self.bar[t] {
+                    self.offer(t, v, o.idx[base + p]);
+                }
+            }
+        }
+    }
+
+    /// Per-column `(candidate, value)` lists sorted by candidate.
+    fn into_columns(self) -> ColumnLists {
+        (0..self.len.len())
+            .map(|t| {
+                let base = t * self.k;
+                let mut e: Vec<(u32, f32)> = (0..self.len[t] as usize)
+                    .map(|p| (self.idx[base + p], self.val[base + p]))
+                    .collect();
+                e.sort_unstable_by_key(|x| x.0);
+                e
+            })
+            .collect()
     }
 }
 

@@ -189,6 +189,27 @@ fn build_kernel<'k>(
     }
     match (mode, spec) {
         (Mode::Dense, KernelSpec::Dense(a)) => Ok(KernelData::Dense(a.view())),
+        (
+            Mode::Dense,
+            KernelSpec::Embeddings {
+                rows,
+                cols: None,
+                transform,
+            },
+        ) => {
+            let bytes = (n as u128) * (n as u128) * 4;
+            if bytes > (isize::MAX as u128) {
+                return Err(CoreError::Memory(format!(
+                    "a dense {n} x {n} kernel needs {bytes} bytes"
+                )));
+            }
+            *owned = Some(CosineSource::new(*rows, None, *transform)?.dense_self()?);
+            let view = owned
+                .as_ref()
+                .map(|a| a.view())
+                .ok_or_else(|| CoreError::Runtime("kernel vanished".into()))?;
+            Ok(KernelData::Dense(view))
+        }
         (Mode::Dense, _) => {
             let bytes = (n as u128) * (m as u128) * 4;
             if bytes > (isize::MAX as u128) {
@@ -221,6 +242,19 @@ fn build_kernel<'k>(
                 .ok_or_else(|| CoreError::Runtime("kernel vanished".into()))?;
             Ok(KernelData::Dense(view))
         }
+        (
+            Mode::Sparse { k },
+            KernelSpec::Embeddings {
+                rows,
+                cols: None,
+                transform,
+            },
+        ) => {
+            let src = CosineSource::new(*rows, None, *transform)?;
+            Ok(KernelData::Sparse(Arc::new(SparseKernel::knn_cosine_self(
+                &src, k,
+            )?)))
+        }
         (Mode::Sparse { k }, _) => {
             let src = spec.source()?;
             Ok(KernelData::Sparse(Arc::new(SparseKernel::knn_from_source(
@@ -241,6 +275,38 @@ fn side_kernel<'k>(spec: &'k Option<KernelSpec<'_>>) -> CoreResult<Option<Kernel
         Some(KernelSpec::Dense(a)) => Some(KernelData::Dense(a.view())),
         Some(s) => Some(KernelData::Source(s.source()?)),
     })
+}
+
+/// The kernel restricted to the items `idx` (a GreeDi part or the merge set).
+fn part_kernel<'k>(
+    cosine_self: Option<&CosineSource>,
+    src: &SharedSource,
+    idx: &[usize],
+    mode: Mode,
+    owned: &'k mut Option<Array2<f32>>,
+) -> CoreResult<KernelData<'k>> {
+    if let (Some(c), Mode::Sparse { k }) = (cosine_self, mode) {
+        let sub = c.subset(idx)?;
+        return Ok(KernelData::Sparse(Arc::new(SparseKernel::knn_cosine_self(
+            &sub, k,
+        )?)));
+    }
+    let sub: SharedSource = Arc::new(SubSource {
+        inner: Arc::clone(src),
+        idx: idx.to_vec(),
+    });
+    let spec: KernelSpec<'static> = KernelSpec::Source(sub);
+    match build_kernel(&spec, mode, owned)? {
+        KernelData::Dense(_) => {
+            let view = owned
+                .as_ref()
+                .map(|a| a.view())
+                .ok_or_else(|| CoreError::Runtime("part kernel vanished".into()))?;
+            Ok(KernelData::Dense(view))
+        }
+        KernelData::Sparse(s) => Ok(KernelData::Sparse(s)),
+        KernelData::Source(s) => Ok(KernelData::Source(s)),
+    }
 }
 
 /// Run one selection in a pool of `n_jobs` threads (0 = all cores).
@@ -327,7 +393,31 @@ fn run_greedi(req: &Request<'_>, g: Greedi) -> CoreResult<Outcome> {
         return Err(CoreError::Shape("the pool is empty".into()));
     }
     let t0 = Instant::now();
-    let src = spec.source()?;
+    if let KernelSpec::Dense(a) = spec {
+        // Parts only read diagonal blocks; check every entry once up front so a
+        // bad value is reported wherever it is.
+        let unit = matches!(
+            req.function,
+            SetFunction::DisparitySum | SetFunction::DisparityMin
+        );
+        functions::check_finite_nonneg_dense(a, "kernel", unit)?;
+    }
+    // The square cosine kernel of embeddings keeps its concrete type so that
+    // each part builds its kNN kernel with the symmetric tile path.
+    let cosine_self = match spec {
+        KernelSpec::Embeddings {
+            rows,
+            cols: None,
+            transform,
+        } if matches!(req.mode, Mode::Sparse { .. }) => {
+            Some(Arc::new(CosineSource::new(*rows, None, *transform)?))
+        }
+        _ => None,
+    };
+    let src: SharedSource = match &cosine_self {
+        Some(c) => Arc::clone(c) as SharedSource,
+        None => spec.source()?,
+    };
     // Seeded shuffle, then contiguous parts; each part sorted so its local
     // tie-breaking follows global indices.
     let mut perm: Vec<usize> = (0..n).collect();
@@ -345,13 +435,8 @@ fn run_greedi(req: &Request<'_>, g: Greedi) -> CoreResult<Outcome> {
     let solve =
         |idx: Vec<usize>, budget: usize, tk: &mut f64, ts: &mut f64| -> CoreResult<Vec<usize>> {
             let tk0 = Instant::now();
-            let sub: SharedSource = Arc::new(SubSource {
-                inner: Arc::clone(&src),
-                idx: idx.clone(),
-            });
-            let sub_spec: KernelSpec<'static> = KernelSpec::Source(sub);
             let mut owned = None;
-            let kernel = build_kernel(&sub_spec, req.mode, &mut owned)?;
+            let kernel = part_kernel(cosine_self.as_deref(), &src, &idx, req.mode, &mut owned)?;
             let quality = req
                 .quality
                 .as_ref()
@@ -383,13 +468,8 @@ fn run_greedi(req: &Request<'_>, g: Greedi) -> CoreResult<Outcome> {
     union.sort_unstable();
     // Merge: greedy over the union of local picks, objective on the union.
     let tk0 = Instant::now();
-    let sub: SharedSource = Arc::new(SubSource {
-        inner: Arc::clone(&src),
-        idx: union.clone(),
-    });
     let mut owned = None;
-    let merge_spec: KernelSpec<'static> = KernelSpec::Source(sub);
-    let kernel = build_kernel(&merge_spec, req.mode, &mut owned)?;
+    let kernel = part_kernel(cosine_self.as_deref(), &src, &union, req.mode, &mut owned)?;
     let quality = req
         .quality
         .as_ref()

@@ -1,0 +1,281 @@
+"""`nncift label`: compute influence labels (DELIFT, DELIFT (SE), LESS, SelectIT), resumably.
+
+By default only the first-u block is labelled (what NN-CIFT trains on): the first
+``round(u * M)`` pool items and ``round(u * N)`` targets after the seeded shuffle of
+`nncift.split.u_split`. ``--all`` labels everything (the full-cost baseline).
+"""
+
+from __future__ import annotations
+
+import ast
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from nncift.cli.common import data_options, echo_summary, load_pool
+from nncift.cli.main import cli, user_errors
+from nncift.errors import InputError
+
+
+def _parse_settings(pairs: tuple[str, ...]) -> dict[str, Any]:
+    """KEY=VALUE strings -> dict; values are Python literals when they parse, else strings."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"--set expects KEY=VALUE, got {pair!r}")
+        try:
+            value: Any = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            value = raw
+        out[key.strip().replace("-", "_")] = value
+    return out
+
+
+@cli.command("label")
+@click.option(
+    "--method",
+    type=click.Choice(["delift", "delift-se", "less", "selectit"]),
+    required=True,
+    help="Influence function: delift (LM in-context utility), delift-se (embedding cosine), "
+    "less (LoRA gradient similarity), selectit (LM self-rating, pointwise).",
+)
+@click.option(
+    "--pool", required=True, help="Pool file (.jsonl/.json/.csv/.parquet) or builtin:NAME."
+)
+@click.option(
+    "--target",
+    default=None,
+    help="Target file; without it pairwise methods label the pool x pool kernel.",
+)
+@click.option(
+    "--fraction",
+    "-u",
+    type=float,
+    default=None,
+    help="Label only the first-u block (0 < u <= 1) of the seeded shuffle [default: 0.05].",
+)
+@click.option(
+    "--all",
+    "label_all",
+    is_flag=True,
+    help="Label every pool item (and target): the full baseline.",
+)
+@click.option(
+    "--lm",
+    default="default",
+    show_default=True,
+    help="Causal LM: 'default' (packaged SmolLM2-135M-Instruct), a local folder or a hub id.",
+)
+@click.option("--device", default="auto", show_default=True, help="torch device for the LM.")
+@click.option(
+    "--dtype",
+    default="auto",
+    show_default=True,
+    help="LM dtype: auto (bfloat16 on a capable GPU, else float32), float32, float16, bfloat16.",
+)
+@click.option(
+    "--max-length",
+    type=int,
+    default=2048,
+    show_default=True,
+    help="Longest sequence fed to the LM.",
+)
+@click.option("--embedder", default="default", show_default=True, help="Embedder for delift-se.")
+@click.option(
+    "--set",
+    "settings",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Setting of the influence function, e.g. --set max_example_tokens=96 --set proj_dim=1024.",
+)
+@click.option("--tile-rows", type=int, default=None, help="Pool rows per stored tile.")
+@click.option(
+    "--max-seconds",
+    type=float,
+    default=None,
+    help="Stop starting new tiles after this long; rerun the same command to continue.",
+)
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Seed of the u-split (and of LESS)."
+)
+@click.option(
+    "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)."
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Output folder (resumed if it exists).",
+)
+@data_options
+@click.pass_context
+@user_errors
+def label_cmd(
+    ctx: click.Context,
+    method: str,
+    pool: str,
+    target: str | None,
+    fraction: float | None,
+    label_all: bool,
+    lm: str,
+    device: str,
+    dtype: str,
+    max_length: int,
+    embedder: str,
+    settings: tuple[str, ...],
+    tile_rows: int | None,
+    max_seconds: float | None,
+    seed: int,
+    threads: int | None,
+    out: str,
+    **data_opts: Any,
+) -> None:
+    """Compute influence labels for the first-u block (or --all) and store them resumably.
+
+    Writes OUT/labels.npy (float32: rows x cols, or rows for selectit), OUT/rows.npy and
+    OUT/cols.npy (int64 indices into the pool / targets), OUT/labels-manifest.json (tiles,
+    hashes, cost) and OUT/manifest.json. An interrupted run continues where it stopped.
+    """
+    from nncift.manifest import Manifest
+    from nncift.split import u_split
+
+    if label_all and fraction is not None:
+        raise InputError("--fraction and --all exclude each other")
+    u = 1.0 if label_all else (0.05 if fraction is None else fraction)
+    if not 0.0 < u <= 1.0:
+        raise InputError(f"--fraction must be in (0, 1], got {u}")
+    if method == "selectit" and target is not None:
+        raise InputError("selectit is pointwise: it takes no --target")
+    if threads is not None:
+        if threads < 1:
+            raise InputError(f"--threads must be >= 1, got {threads}")
+        import torch
+
+        torch.set_num_threads(threads)
+
+    manifest = Manifest(
+        "label",
+        options={
+            "method": method,
+            "fraction": u,
+            "all": label_all,
+            "lm": lm,
+            "device": device,
+            "dtype": dtype,
+            "max_length": max_length,
+            "embedder": embedder,
+            "settings": list(settings),
+            "seed": seed,
+            "tile_rows": tile_rows,
+            "max_seconds": max_seconds,
+        },
+    )
+    with manifest.stage("load_data"):
+        pool_items = load_pool(pool, data_opts, manifest, "pool")
+        target_items = load_pool(target, data_opts, manifest, "target") if target else None
+    kw = _parse_settings(settings)
+    m = len(pool_items)
+    n = len(target_items) if target_items is not None else None
+    if label_all:
+        import numpy as np
+
+        rows = np.arange(m, dtype=np.int64)
+        cols = np.arange(n if n is not None else m, dtype=np.int64)
+    else:
+        split = u_split(m, n, u=u, seed=seed)
+        rows, cols = split.rows_in, split.cols_in
+    with manifest.stage("load_model") as rec:
+        from nncift.influence import make
+
+        if method == "delift-se":
+            fn = make(method, pool_items, target_items, embed_model=embedder, **kw)
+        else:
+            from nncift.lm import load_lm
+
+            model = load_lm(lm, device=device, dtype=dtype, max_length=max_length)
+            rec.update(model.describe())
+            if method == "less":
+                kw.setdefault("seed", seed)
+            fn = make(method, pool_items, target_items, lm=model, **kw)
+
+    quiet = bool(ctx.obj.get("quiet", False)) if ctx.obj else False
+    with manifest.stage("label") as rec:
+        run = _run_with_progress(fn, out, rows, cols, tile_rows, max_seconds, quiet)
+        rec.update(
+            {
+                "tiles_total": run.tiles_total,
+                "tiles_done": run.tiles_done,
+                "computed": run.computed,
+                "reused": run.reused,
+                "recomputed": run.recomputed,
+                "cost": run.cost.to_dict(),
+            }
+        )
+    manifest.results = {
+        "complete": run.complete,
+        "shape": [int(rows.size)] + ([int(cols.size)] if fn.kind == "pairwise" else []),
+        "cost_total": run.cost_total.to_dict(),
+        "function": fn.config(),
+    }
+    manifest.write(Path(out) / "manifest.json")
+    shape = "x".join(str(s) for s in manifest.results["shape"])
+    if run.complete:
+        echo_summary(
+            ctx,
+            f"{method}: {shape} labels in {out}/labels.npy "
+            f"({run.computed} tiles computed, {run.reused} reused; "
+            f"{run.cost_total.lm_passes} LM passes, {run.cost_total.seconds:.1f} s in total)",
+        )
+    else:
+        echo_summary(
+            ctx,
+            f"{method}: stopped after {run.tiles_done}/{run.tiles_total} tiles; "
+            "run the same command again to continue",
+        )
+
+
+def _run_with_progress(
+    fn: Any,
+    out: str,
+    rows: Any,
+    cols: Any,
+    tile_rows: int | None,
+    max_seconds: float | None,
+    quiet: bool,
+) -> Any:
+    from nncift.influence.store import compute_labels
+
+    if quiet:
+        return compute_labels(
+            fn, out, rows=rows, cols=cols, tile_rows=tile_rows, max_seconds=max_seconds
+        )
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[eta]}"),
+        transient=False,
+    ) as bar:
+        task = bar.add_task(f"label {fn.name}", total=None, eta="")
+        t0 = time.perf_counter()
+
+        def progress(done: int, total: int, eta: float | None) -> None:
+            left = "" if eta is None else f"~{eta:,.0f} s left"
+            bar.update(
+                task, completed=done, total=total, eta=f"{time.perf_counter() - t0:,.0f} s, {left}"
+            )
+
+        return compute_labels(
+            fn,
+            out,
+            rows=rows,
+            cols=cols,
+            tile_rows=tile_rows,
+            max_seconds=max_seconds,
+            progress=progress,
+        )

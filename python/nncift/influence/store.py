@@ -1,0 +1,327 @@
+"""Resumable, bounded label computation: finished tiles streamed to disk with a manifest.
+
+``compute_labels(fn, out_dir, rows=..., cols=...)`` computes ``K[rows][:, cols]`` (or the
+pointwise values of `rows`) tile by tile. Each finished tile is written atomically as
+``tiles/r{a}_c{b}.npy`` and recorded, with its sha256, in ``labels-manifest.json``; the
+manifest is rewritten (atomically) after every tile. So:
+
+* an interrupted run (crash, Ctrl-C, `max_seconds` reached) continues where it stopped and
+  never recomputes a tile the manifest lists;
+* a folder holding labels of a *different* run (other method, settings, data, rows or
+  columns: everything is in a fingerprint) is refused, never mixed in;
+* a listed tile whose file is missing, unreadable, of the wrong shape or whose hash differs
+  is reported (a warning, and ``LabelRun.recomputed``) and computed again — never reused;
+* a tile file the manifest does not list (written just before an interruption) is ignored
+  and recomputed.
+
+When every tile is done, ``labels.npy`` (float32, ``(len(rows), len(cols))`` or
+``(len(rows),)``) is assembled next to ``rows.npy`` / ``cols.npy`` (int64 indices into the
+pool / targets).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nncift.errors import InputError
+from nncift.influence import Cost, as_index
+from nncift.io import load_npy, save_npy_atomic, sha256_file, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "labels-manifest.json"
+FORMAT = "nncift-labels"
+FORMAT_VERSION = 1
+
+#: progress(done_tiles, total_tiles, eta_seconds or None)
+ProgressFn = Callable[[int, int, "float | None"], None]
+
+
+def items_digest(items: Any) -> str:
+    """sha256 over every prompt and response (order matters) — identifies a data set."""
+    h = hashlib.sha256()
+    for p, r in zip(items.prompts, items.responses, strict=False):
+        for s in (p, r):
+            b = s.encode("utf-8")
+            h.update(len(b).to_bytes(8, "little"))
+            h.update(b)
+    return h.hexdigest()
+
+
+def _array_digest(a: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(a, dtype=np.int64).tobytes()).hexdigest()
+
+
+@dataclass
+class LabelRun:
+    """Outcome of `compute_labels`.
+
+    values: the assembled labels (float32) when complete, else None.
+    complete: every tile done. tiles_total / tiles_done: progress over the whole job.
+    computed / reused: tiles computed in this call / taken from disk.
+    recomputed: tiles found corrupt or mismatched and computed again.
+    cost: cost of this call; cost_total: summed over every call that contributed tiles.
+    """
+
+    out_dir: Path
+    values: np.ndarray | None
+    complete: bool
+    tiles_total: int
+    tiles_done: int
+    computed: int
+    reused: int
+    recomputed: list[str] = field(default_factory=list)
+    cost: Cost = field(default_factory=Cost)
+    cost_total: Cost = field(default_factory=Cost)
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def _tiles(
+    n_rows: int, n_cols: int | None, tr: int, tc: int
+) -> list[tuple[str, slice, slice | None]]:
+    out: list[tuple[str, slice, slice | None]] = []
+    for a in range(math.ceil(n_rows / tr)):
+        rs = slice(a * tr, min(n_rows, (a + 1) * tr))
+        if n_cols is None:
+            out.append((f"r{a:05d}", rs, None))
+            continue
+        for b in range(math.ceil(n_cols / tc)):
+            out.append((f"r{a:05d}_c{b:05d}", rs, slice(b * tc, min(n_cols, (b + 1) * tc))))
+    return out
+
+
+def _check_tile(path: Path, entry: dict[str, Any]) -> str | None:
+    """None if the tile file matches its manifest entry, else what is wrong."""
+    if not path.is_file():
+        return "file missing"
+    if sha256_file(path) != entry.get("sha256"):
+        return "sha256 differs from the manifest"
+    try:
+        arr = load_npy(path)
+    except InputError as exc:
+        return str(exc)
+    if list(arr.shape) != list(entry.get("shape", [])) or arr.dtype != np.float32:
+        return f"shape/dtype {arr.shape}/{arr.dtype} differs from the manifest"
+    return None
+
+
+def compute_labels(
+    fn: Any,
+    out_dir: str | Path,
+    *,
+    rows: Sequence[int] | np.ndarray | None = None,
+    cols: Sequence[int] | np.ndarray | None = None,
+    tile_rows: int | None = None,
+    tile_cols: int | None = None,
+    max_seconds: float | None = None,
+    progress: ProgressFn | None = None,
+    extra: dict[str, Any] | None = None,
+) -> LabelRun:
+    """Compute labels of influence function `fn` into `out_dir`, resuming what is there.
+
+    Args:
+        fn: a pairwise (``fn.block``) or pointwise (``fn.points``) influence function.
+        rows, cols: pool rows and target columns (cols ignored for pointwise); None = all.
+        tile_rows, tile_cols: tile size (defaults: 16 x all columns up to 512 for
+            pairwise, 64 rows for pointwise). Part of the fingerprint.
+        max_seconds: stop starting new tiles after this long (the run stays resumable);
+            at least one tile is computed per call.
+        progress: called after every tile with (done, total, eta_seconds).
+        extra: more facts for the fingerprint and manifest (e.g. the split).
+    """
+    out = Path(out_dir)
+    pairwise = getattr(fn, "kind", None) == "pairwise"
+    n_pool = len(fn.pool)
+    r = as_index(rows, n_pool, "row (pool)")
+    c = as_index(cols, len(fn.targets), "column (target)") if pairwise else None
+    if r.size == 0 or (c is not None and c.size == 0):
+        raise InputError("nothing to label: no rows or no columns")
+    tr = int(tile_rows or (16 if pairwise else 64))
+    tc = int(tile_cols or (min(512, c.size) if c is not None else 1))
+    if tr < 1 or tc < 1:
+        raise InputError(f"tile sizes must be >= 1, got {tr} x {tc}")
+    if max_seconds is not None and max_seconds <= 0:
+        raise InputError(f"max_seconds must be > 0, got {max_seconds}")
+    spec = {
+        "kind": "pairwise" if pairwise else "pointwise",
+        "config": fn.config(),
+        "pool": items_digest(fn.pool),
+        "targets": items_digest(fn.targets) if pairwise else None,
+        "rows": _array_digest(r),
+        "cols": _array_digest(c) if c is not None else None,
+        "tile_rows": tr,
+        "tile_cols": tc if pairwise else None,
+        "extra": extra or {},
+    }
+    fingerprint = hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
+    mpath = out / MANIFEST
+    tiles = _tiles(r.size, c.size if c is not None else None, tr, tc)
+    manifest: dict[str, Any]
+    if mpath.exists():
+        try:
+            manifest = json.loads(mpath.read_text())
+        except ValueError as exc:
+            raise InputError(
+                f"{mpath}: unreadable label manifest ({exc}); use a new --out folder"
+            ) from exc
+        if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
+            raise InputError(f"{mpath}: not an nncift label manifest of version {FORMAT_VERSION}")
+        if manifest.get("fingerprint") != fingerprint:
+            old = manifest.get("spec", {})
+            diff = sorted(
+                k
+                for k in spec
+                if json.dumps(old.get(k), sort_keys=True, default=str)
+                != json.dumps(spec[k], sort_keys=True, default=str)
+            )
+            raise InputError(
+                f"{out} holds labels of a different run "
+                f"(differs in: {', '.join(diff) or 'format'}); "
+                "use another --out folder or delete this one"
+            )
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        manifest = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "fingerprint": fingerprint,
+            "method": getattr(fn, "name", type(fn).__name__),
+            "kind": spec["kind"],
+            "shape": [int(r.size)] + ([int(c.size)] if c is not None else []),
+            "spec": spec,
+            "tiles": {},
+            "cost_total": Cost().to_dict(),
+            "complete": False,
+        }
+        save_npy_atomic(out / "rows.npy", r)
+        if c is not None:
+            save_npy_atomic(out / "cols.npy", c)
+        write_json_atomic(mpath, manifest)
+
+    tdir = out / "tiles"
+    tdir.mkdir(exist_ok=True)
+    recorded: dict[str, Any] = manifest["tiles"]
+    recomputed: list[str] = []
+    for name in list(recorded):
+        problem = _check_tile(tdir / f"{name}.npy", recorded[name])
+        if problem is not None:
+            log.warning("label tile %s: %s; computing it again", name, problem)
+            recomputed.append(name)
+            del recorded[name]
+    if recomputed:
+        manifest["complete"] = False
+        manifest.setdefault("recomputed", []).extend(recomputed)
+        write_json_atomic(mpath, manifest)
+
+    reused = len(recorded)
+    computed = 0
+    cost = Cost()
+    total_cost = Cost(
+        **{k: v for k, v in manifest["cost_total"].items() if k in Cost.__dataclass_fields__}
+    )
+    t0 = time.perf_counter()
+    pairs_done_now = 0
+    todo = [t for t in tiles if t[0] not in recorded]
+    pairs_left = sum(
+        (t[1].stop - t[1].start) * ((t[2].stop - t[2].start) if t[2] else 1) for t in todo
+    )
+    info: dict[str, Any] = {}
+    stopped = False
+    if progress is not None:
+        progress(len(recorded), len(tiles), None)
+    for name, rs, cs in todo:
+        # At least one tile per call, so a too-small budget still makes progress.
+        if computed and max_seconds is not None and time.perf_counter() - t0 >= max_seconds:
+            stopped = True
+            break
+        res = fn.block(r[rs], c[cs]) if cs is not None else fn.points(r[rs])  # type: ignore[index]
+        tile_path = tdir / f"{name}.npy"
+        save_npy_atomic(tile_path, res.values)
+        recorded[name] = {
+            "sha256": sha256_file(tile_path),
+            "shape": list(res.values.shape),
+            "cost": res.cost.to_dict(),
+        }
+        cost = cost + res.cost
+        total_cost = total_cost + res.cost
+        manifest["cost_total"] = total_cost.to_dict()
+        write_json_atomic(mpath, manifest)
+        computed += 1
+        n = res.values.size
+        pairs_done_now += n
+        pairs_left -= n
+        for k, v in res.info.items():  # keep small facts (truncations, ids) for the manifest
+            if isinstance(v, int | float | str | bool):
+                info[k] = v
+            elif isinstance(v, dict):
+                info.setdefault(k, {}).update({str(a): b for a, b in v.items()})
+            elif isinstance(v, list) and len(v) <= 1000:  # e.g. empty targets, warm-up rows
+                seen = info.setdefault(k, [])
+                seen.extend(x for x in v if x not in seen)
+        if progress is not None:
+            rate = (time.perf_counter() - t0) / max(1, pairs_done_now)
+            progress(len(recorded), len(tiles), rate * pairs_left if pairs_done_now else None)
+
+    complete = not stopped and len(recorded) == len(tiles)
+    values = None
+    if complete:
+        shape = tuple(manifest["shape"])
+        values = np.zeros(shape, dtype=np.float32)
+        for name, rs, cs in tiles:
+            tile = load_npy(tdir / f"{name}.npy")
+            if cs is None:
+                values[rs] = tile
+            else:
+                values[rs, cs] = tile
+        save_npy_atomic(out / "labels.npy", values)
+        manifest["labels_sha256"] = sha256_file(out / "labels.npy")
+    manifest["complete"] = complete
+    if info:
+        manifest.setdefault("info", {}).update(info)
+    write_json_atomic(mpath, manifest)
+    return LabelRun(
+        out_dir=out,
+        values=values,
+        complete=complete,
+        tiles_total=len(tiles),
+        tiles_done=len(recorded),
+        computed=computed,
+        reused=reused,
+        recomputed=recomputed,
+        cost=cost,
+        cost_total=total_cost,
+        info=info,
+    )
+
+
+def load_labels(
+    out_dir: str | Path,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict[str, Any]]:
+    """Read a finished label folder -> (labels float32, rows int64, cols int64 or None, manifest).
+
+    Refuses an incomplete run or a labels file whose hash differs from the manifest.
+    """
+    out = Path(out_dir)
+    try:
+        manifest = json.loads((out / MANIFEST).read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{out}: no readable {MANIFEST} ({exc})") from exc
+    if not manifest.get("complete"):
+        raise InputError(f"{out}: label computation is not finished; run it again to resume")
+    if sha256_file(out / "labels.npy") != manifest.get("labels_sha256"):
+        raise InputError(f"{out}/labels.npy: hash differs from the manifest (modified or corrupt)")
+    cols = load_npy(out / "cols.npy") if (out / "cols.npy").exists() else None
+    return load_npy(out / "labels.npy"), load_npy(out / "rows.npy"), cols, manifest
+
+
+__all__ = ["MANIFEST", "LabelRun", "compute_labels", "items_digest", "load_labels"]
