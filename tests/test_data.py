@@ -7,7 +7,6 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-
 from nncift.data import ANSWER_SEPARATOR, content_id, load_items, load_named
 from nncift.errors import InputError
 
@@ -46,8 +45,18 @@ def test_every_file_format_gives_the_same_items(tmp_path: Path, suffix: str) -> 
 @pytest.mark.parametrize(
     ("record", "schema", "prompt", "response"),
     [
-        ({"instruction": "Add.", "input": "2 and 2", "output": "4"}, "alpaca", "Add.\n\n2 and 2", "4"),
-        ({"instruction": "Add 2 and 2.", "input": "", "output": "4"}, "alpaca", "Add 2 and 2.", "4"),
+        (
+            {"instruction": "Add.", "input": "2 and 2", "output": "4"},
+            "alpaca",
+            "Add.\n\n2 and 2",
+            "4",
+        ),
+        (
+            {"instruction": "Add 2 and 2.", "input": "", "output": "4"},
+            "alpaca",
+            "Add 2 and 2.",
+            "4",
+        ),
         ({"instruction": "Sum.", "context": "1, 2", "response": "3"}, "dolly", "Sum.\n\n1, 2", "3"),
         (
             {
@@ -80,7 +89,10 @@ def test_schemas(tmp_path: Path, record: dict, schema: str, prompt: str, respons
 def test_field_overrides_and_id_field(tmp_path: Path) -> None:
     rows = [{"uid": 7, "q": "Why?", "a": "Because."}, {"uid": 8, "q": "How?", "a": "So."}]
     items = load_items(
-        write_jsonl(tmp_path / "d.jsonl", rows), prompt_field="q", response_field="a", id_field="uid"
+        write_jsonl(tmp_path / "d.jsonl", rows),
+        prompt_field="q",
+        response_field="a",
+        id_field="uid",
     )
     assert items.ids == ["7", "8"]
     assert items.prompts == ["Why?", "How?"]
@@ -129,7 +141,9 @@ def test_duplicates_fail_unless_deduped(tmp_path: Path) -> None:
         load_items(path)
     assert len(load_items(path, dedupe=True)) == 2
     with pytest.raises(InputError, match="duplicate id 'a'"):
-        load_items(write_jsonl(tmp_path / "e.jsonl", [dict(ROWS[0], id="a"), dict(ROWS[1], id="a")]))
+        load_items(
+            write_jsonl(tmp_path / "e.jsonl", [dict(ROWS[0], id="a"), dict(ROWS[1], id="a")])
+        )
 
 
 def test_missing_field_in_a_later_record(tmp_path: Path) -> None:
@@ -140,7 +154,7 @@ def test_missing_field_in_a_later_record(tmp_path: Path) -> None:
 def test_builtin_datasets_are_real_instruction_data() -> None:
     ifb = load_items("builtin:ifbench")
     assert len(ifb) == 294
-    assert all(p.strip() and r.strip() for p, r in zip(ifb.prompts, ifb.responses))
+    assert all(p.strip() and r.strip() for p, r in zip(ifb.prompts, ifb.responses, strict=True))
     chat = load_named("chatterbot")
     assert len(chat) > 1000
     assert len(set(chat.ids)) == len(chat)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from nncift.data import Items
 from nncift.downstream import (
     finetune_evaluate,

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from nncift.embed import DEFAULT_EMBEDDER_ID, Embedder, resolve_embedder
 from nncift.errors import InputError
 

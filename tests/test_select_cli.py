@@ -10,7 +10,6 @@ from pathlib import Path
 import polars as pl
 import pytest
 from click.testing import CliRunner
-
 from nncift.cli.main import cli
 from nncift.data import load_named
 
@@ -66,7 +65,9 @@ def test_select_is_deterministic_and_parquet_output(pool_file: Path, tmp_path: P
         (["--budget", "2.5"], "must be whole"),
     ],
 )
-def test_impossible_budgets(pool_file: Path, tmp_path: Path, extra: list[str], message: str) -> None:
+def test_impossible_budgets(
+    pool_file: Path, tmp_path: Path, extra: list[str], message: str
+) -> None:
     out = tmp_path / "o.jsonl"
     code, output = run("select", "--pool", str(pool_file), "--out", str(out), *extra)
     assert code != 0 and message in output
@@ -91,7 +92,9 @@ def test_unknown_schema_through_the_cli_and_field_flags(tmp_path: Path) -> None:
         "".join(json.dumps({"q": f"question {i}", "a": f"answer {i}"}) + "\n" for i in range(12)),
         encoding="utf-8",
     )
-    code, output = run("select", "--pool", str(data), "--budget", "3", "--out", str(tmp_path / "o.jsonl"))
+    code, output = run(
+        "select", "--pool", str(data), "--budget", "3", "--out", str(tmp_path / "o.jsonl")
+    )
     assert code != 0 and "--prompt-field" in output and "['a', 'q']" in output
     code, output = run(
         "select", "--pool", str(data), "--prompt-field", "q", "--response-field", "a",

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-
 from nncift.cli.main import cli
 from nncift.data import load_named
 

@@ -1,12 +1,13 @@
 # Type stub for the Rust extension nncift._core. Keep in sync with rust/nncift-py/src.
 
+import numpy as _np
+import numpy.typing as _npt
+
 __version__: str
 
 class NnciftError(Exception): ...
 
 # --- scorer (rust/nncift-py/src/scorer.rs) ---
-import numpy as _np
-import numpy.typing as _npt
 
 class Scorer:
     @staticmethod
@@ -39,7 +40,11 @@ class Scorer:
         n_jobs: int = 0,
     ) -> None: ...
     def topk(
-        self, rows: _npt.NDArray[_np.float32], cols: _npt.NDArray[_np.float32], k: int, n_jobs: int = 0
+        self,
+        rows: _npt.NDArray[_np.float32],
+        cols: _npt.NDArray[_np.float32],
+        k: int,
+        n_jobs: int = 0,
     ) -> tuple[_npt.NDArray[_np.int64], _npt.NDArray[_np.float32]]: ...
     def aggregate(
         self,
@@ -49,7 +54,9 @@ class Scorer:
         groups: _npt.NDArray[_np.int64] | None = None,
         n_jobs: int = 0,
     ) -> _npt.NDArray[_np.float32]: ...
-    def pointwise(self, rows: _npt.NDArray[_np.float32], n_jobs: int = 0) -> _npt.NDArray[_np.float32]: ...
+    def pointwise(
+        self, rows: _npt.NDArray[_np.float32], n_jobs: int = 0
+    ) -> _npt.NDArray[_np.float32]: ...
     def bind(
         self, rows: _npt.NDArray[_np.float32], cols: _npt.NDArray[_np.float32], n_jobs: int = 0
     ) -> ScorerKernel: ...
@@ -76,13 +83,14 @@ class ScorerKernel:
         self, rows: _npt.NDArray[_np.int64], cols: _npt.NDArray[_np.int64]
     ) -> _npt.NDArray[_np.float32]: ...
     def dense(self, n_jobs: int = 0) -> _npt.NDArray[_np.float32]: ...
-    def topk(self, k: int, n_jobs: int = 0) -> tuple[_npt.NDArray[_np.int64], _npt.NDArray[_np.float32]]: ...
+    def topk(
+        self, k: int, n_jobs: int = 0
+    ) -> tuple[_npt.NDArray[_np.int64], _npt.NDArray[_np.float32]]: ...
     def aggregate(
         self, how: str, groups: _npt.NDArray[_np.int64] | None = None, n_jobs: int = 0
     ) -> _npt.NDArray[_np.float32]: ...
 
 # --- selection (rust/nncift-py/src/select.rs) ---
-import numpy as _np
 
 def select_core(
     objective: str,

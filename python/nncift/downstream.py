@@ -87,7 +87,10 @@ def _chat(lm: Any, turns: list[tuple[str, str]], prompt: str) -> list[int]:
         if isinstance(ids, dict) or hasattr(ids, "input_ids"):
             ids = ids["input_ids"]
         return list(ids)
-    text = "".join(f"Question: {q}\nAnswer: {a}\n\n" for q, a in turns) + f"Question: {prompt}\nAnswer:"
+    text = (
+        "".join(f"Question: {q}\nAnswer: {a}\n\n" for q, a in turns)
+        + f"Question: {prompt}\nAnswer:"
+    )
     return list(tok(text, add_special_tokens=False)["input_ids"])
 
 
@@ -141,7 +144,11 @@ def _generate(lm: Any, model: Any, prompt_ids: list[int], max_new_tokens: int) -
 
     ids = prompt_ids[-(lm.max_length - max_new_tokens) :]
     x = torch.tensor([ids], device=lm.device)
-    pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else lm.tokenizer.eos_token_id
+    pad = (
+        lm.tokenizer.pad_token_id
+        if lm.tokenizer.pad_token_id is not None
+        else lm.tokenizer.eos_token_id
+    )
     with torch.no_grad():
         out = model.generate(
             input_ids=x,
@@ -156,7 +163,7 @@ def _generate(lm: Any, model: Any, prompt_ids: list[int], max_new_tokens: int) -
 def score_generations(
     generations: list[str], references: list[str], embedder: Any | None, seconds: float
 ) -> GenerationScores:
-    r = [rouge(g, ref) for g, ref in zip(generations, references)]
+    r = [rouge(g, ref) for g, ref in zip(generations, references, strict=True)]
     sim = None
     if embedder is not None:
         a = embedder.embed([g if g.strip() else "." for g in generations])
@@ -209,7 +216,9 @@ def icl_evaluate(
             (selected.prompts[j][:max_demo_chars], selected.responses[j][:max_demo_chars])
             for j in nearest[t][::-1]  # the most similar demonstration sits next to the query
         ]
-        generations.append(_generate(lm, lm.model, _chat(lm, demos, test.prompts[t]), max_new_tokens))
+        generations.append(
+            _generate(lm, lm.model, _chat(lm, demos, test.prompts[t]), max_new_tokens)
+        )
     return score_generations(generations, test.responses, embedder, time.perf_counter() - t0)
 
 
@@ -239,11 +248,18 @@ def finetune_lora(
     try:
         model = get_peft_model(
             lm.model,
-            LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=list(target_modules), lora_dropout=0.0),
+            LoraConfig(
+                r=rank, lora_alpha=2 * rank, target_modules=list(target_modules), lora_dropout=0.0
+            ),
         )
     except ValueError as exc:
-        raise InputError(f"LoRA target modules {list(target_modules)} not found in the model: {exc}") from exc
-    examples = [training_example(lm, p, r, max_length) for p, r in zip(train.prompts, train.responses)]
+        raise InputError(
+            f"LoRA target modules {list(target_modules)} not found in the model: {exc}"
+        ) from exc
+    examples = [
+        training_example(lm, p, r, max_length)
+        for p, r in zip(train.prompts, train.responses, strict=True)
+    ]
     pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
     rng = np.random.default_rng(seed)
@@ -264,7 +280,9 @@ def finetune_lora(
                 mask[b, : len(x)] = 1
             # Padding carries label -100 and mask 0: no loss on padding.
             out = model(
-                input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device), labels=labels.to(lm.device)
+                input_ids=ids.to(lm.device),
+                attention_mask=mask.to(lm.device),
+                labels=labels.to(lm.device),
             )
             opt.zero_grad()
             out.loss.backward()
@@ -293,4 +311,6 @@ def finetune_evaluate(
     finally:
         # Remove the adapter so the same LM object can be fine-tuned on another subset.
         lm.model = model.unload()
-    return score_generations(generations, test.responses, embedder, time.perf_counter() - t0), losses
+    return score_generations(
+        generations, test.responses, embedder, time.perf_counter() - t0
+    ), losses

@@ -86,7 +86,9 @@ class EmbeddingCache:
 
     def __init__(self, root: Path, model_id: str) -> None:
         safe = re.sub(r"[^A-Za-z0-9._-]+", "_", model_id)[:80]
-        self.dir = root / "embeddings" / f"{safe}-{hashlib.sha256(model_id.encode()).hexdigest()[:12]}"
+        self.dir = (
+            root / "embeddings" / f"{safe}-{hashlib.sha256(model_id.encode()).hexdigest()[:12]}"
+        )
 
     def _shards(self) -> list[tuple[Path, Path]]:
         if not self.dir.is_dir():
@@ -191,7 +193,13 @@ class Embedder:
         self.spec = resolve_embedder(model)
         self.device = device
         self.batch_size = batch_size
-        self.cache = EmbeddingCache(Path(cache_dir) if cache_dir else default_cache_dir(), self.spec.model_id) if use_cache else None
+        self.cache = (
+            EmbeddingCache(
+                Path(cache_dir) if cache_dir else default_cache_dir(), self.spec.model_id
+            )
+            if use_cache
+            else None
+        )
         self.progress = progress
         self._model = None
         #: Facts about the last `embed` call (cache hits, texts embedded) for manifests.
@@ -208,7 +216,11 @@ class Embedder:
             try:
                 self._model = SentenceTransformer(self.spec.target, device=pick_device(self.device))
             except Exception as exc:  # hub errors, missing files, bad configs
-                hint = "" if self.spec.is_local else " (a hub id needs network access to the model hub)"
+                hint = (
+                    ""
+                    if self.spec.is_local
+                    else " (a hub id needs network access to the model hub)"
+                )
                 raise InputError(f"cannot load embedder {self.spec.target!r}: {exc}{hint}") from exc
         return self._model
 
@@ -246,9 +258,9 @@ class Embedder:
         if not texts:
             raise InputError("nothing to embed: the list of texts is empty")
         if self.cache is None:
-            vecs = self._encode(texts)
+            encoded = self._encode(texts)
             self.last_stats = {"texts": len(texts), "cached": 0, "embedded": len(texts)}
-            return vecs
+            return encoded
         keys = _text_keys(texts)
         found, vecs = self.cache.lookup(keys)
         todo = np.flatnonzero(~found)
@@ -266,10 +278,16 @@ class Embedder:
                 vecs[i] = new[row_of[bytes(keys[i])]]
             self.cache.store(keys[first], new)
         assert vecs is not None
-        self.last_stats = {"texts": len(texts), "cached": int(found.sum()), "embedded": int(len(todo))}
+        self.last_stats = {
+            "texts": len(texts),
+            "cached": int(found.sum()),
+            "embedded": int(len(todo)),
+        }
         return np.ascontiguousarray(vecs, dtype=np.float32)
 
 
-def embed_texts(texts: Sequence[str], model: str = DEFAULT_EMBEDDER, **kwargs: object) -> np.ndarray:
+def embed_texts(
+    texts: Sequence[str], model: str = DEFAULT_EMBEDDER, **kwargs: object
+) -> np.ndarray:
     """Embed `texts` with `model` -> (n, d) float32 L2-normalised (see `Embedder`)."""
     return Embedder(model, **kwargs).embed(texts)  # type: ignore[arg-type]

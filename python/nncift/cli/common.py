@@ -31,7 +31,9 @@ def data_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                 default=False,
                 help="Drop exact duplicate items instead of failing on them.",
             ),
-            click.option("--limit", type=int, default=None, help="Use only the first N items of each file."),
+            click.option(
+                "--limit", type=int, default=None, help="Use only the first N items of each file."
+            ),
         ]
     ):
         fn = decorator(fn)

@@ -34,7 +34,9 @@ def user_errors(fn: F) -> F:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="nncift", prog_name="nncift")
-@click.option("-q", "--quiet", is_flag=True, help="Only print errors: no progress bars, no summary.")
+@click.option(
+    "-q", "--quiet", is_flag=True, help="Only print errors: no progress bars, no summary."
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log debug messages to stderr.")
 @click.pass_context
 def cli(ctx: click.Context, quiet: bool, verbose: bool) -> None:
@@ -45,16 +47,20 @@ def cli(ctx: click.Context, quiet: bool, verbose: bool) -> None:
     ctx.ensure_object(dict)
     ctx.obj["quiet"] = quiet
     level = logging.DEBUG if verbose else (logging.ERROR if quiet else logging.WARNING)
-    logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
+    )
 
 
 def _register() -> None:
     # Each subcommand module adds itself to `cli`; import them here in one place.
-    from nncift.cli import select_cmd  # noqa: F401
-    from nncift.cli import train_cmd  # noqa: F401
-    from nncift.cli import evaluate_cmd  # noqa: F401
-    from nncift.cli import label_cmd  # noqa: F401
-    from nncift.cli import estimate_cmd  # noqa: F401
+    from nncift.cli import (
+        estimate_cmd,  # noqa: F401
+        evaluate_cmd,  # noqa: F401
+        label_cmd,  # noqa: F401
+        select_cmd,  # noqa: F401
+        train_cmd,  # noqa: F401
+    )
 
 
 def main() -> None:
