@@ -65,10 +65,11 @@ DEFAULT_POOL = "builtin:ifbench"
 @click.option(
     "--network",
     "variant",
-    default="paper",
+    default="auto",
     show_default=True,
-    help="InfluenceNetwork variant: paper (the paper's MLP), or another variant name, or auto "
-    "(pick by held-out validation error).",
+    help="InfluenceNetwork variant: auto (fit the paper's network and its rivals, keep the lowest "
+    "held-out-item error), paper (the paper's MLP only), or another variant of "
+    "nncift.estimator.VARIANTS.",
 )
 @click.option(
     "--epochs", type=int, default=20, show_default=True, help="Training epochs of the network."
