@@ -26,9 +26,9 @@ R = [
     "2 + 3 = 5.",
     "",
 ]
-POOL = TextItems(P * 4, [r + (f" ({i})" if r else "") for i in range(4) for r in R])
+POOL = TextItems(P * 2, [r + (f" ({i})" if r else "") for i in range(2) for r in R])
 TARGETS = TextItems(P[:3], R[:3])
-SMALL = {"warmup_fraction": 0.5, "epochs": 2, "lr": 1e-3, "proj_dim": 64, "batch_size": 4}
+SMALL = {"warmup_fraction": 0.5, "epochs": 2, "lr": 1e-3, "proj_dim": 64, "batch_size": 2}
 
 
 @pytest.fixture(scope="module")
@@ -81,13 +81,13 @@ def test_projection_preserves_inner_products() -> None:
 
 def test_scores_are_weighted_cosines_and_blocks_are_consistent(less) -> None:  # type: ignore[no-untyped-def]
     full = less.block()
-    assert full.values.shape == (20, 3) and full.values.dtype == np.float32
+    assert full.values.shape == (10, 3) and full.values.dtype == np.float32
     assert np.all(np.abs(full.values) <= 1 + 1e-5)
     assert np.allclose(full.values[4], 0) and np.allclose(full.values[9], 0)  # empty responses
     w = less.checkpoint_weights
     assert w.shape == (2,) and w.sum() == pytest.approx(1.0) and w[0] > w[1]  # lr decays
     fresh = Less(POOL, TARGETS, lm=less.lm, **SMALL)  # same seed: same warm-up, same features
-    rows, cols = np.array([7, 2, 11]), np.array([2, 0])
+    rows, cols = np.array([7, 2, 8]), np.array([2, 0])
     np.testing.assert_allclose(
         fresh.block(rows, cols).values, full.values[np.ix_(rows, cols)], atol=1e-5
     )

@@ -93,8 +93,8 @@ def test_default_lm_loads_from_cache_and_passes_loss_check() -> None:
 
 
 @pytest.mark.slow
-def test_reloaded_tokenizer_matches_in_memory_gguf_loss(tmp_path: Path) -> None:
-    """The trap of offline-assets.md: the GGUF tokenizer saved naively breaks the loss."""
+def test_reloaded_tokenizer_matches_in_memory_gguf_loss() -> None:
+    """The reloaded (repaired) tokenizer scores text exactly like the in-memory GGUF one."""
     from nncift.lm import _load_gguf, smollm2_package_folder
     from transformers import AutoTokenizer
 
@@ -103,7 +103,8 @@ def test_reloaded_tokenizer_matches_in_memory_gguf_loss(tmp_path: Path) -> None:
     ref = text_loss(gguf_model, gguf_tok)
     repaired = AutoTokenizer.from_pretrained(folder)
     assert abs(text_loss(gguf_model, repaired) - ref) < 1e-4
-    # And the naive route really is broken, so the test above can fail.
-    gguf_tok.save_pretrained(tmp_path)
-    naive = AutoTokenizer.from_pretrained(tmp_path)
-    assert text_loss(gguf_model, naive) > ref + 1.0
+    # Same token ids as the in-memory GGUF tokenizer, special tokens included. (offline-assets.md
+    # reports the naive save/reload as broken; with transformers 5.24 here it was not, so the
+    # test pins the repaired tokenizer to the GGUF one rather than the naive one's failure.)
+    text = "<|im_start|>user\nWhat is 2+2? Réponds en français.<|im_end|>\n"
+    assert repaired(text).input_ids == gguf_tok(text, add_special_tokens=False).input_ids

@@ -11,8 +11,9 @@ Two traps are handled here (see docs/influence.md):
 * transformers refuses to ``save_pretrained`` a GGUF-loaded model (its config still carries
   a ``quantization_config``), so the dequantised weights are copied into a model built from a
   clean config and saved from there;
-* the tokenizer converted from GGUF works in memory but does not survive
-  ``save_pretrained`` / ``from_pretrained`` (the loss jumps from ~3 to ~9). It is rebuilt as
+* the tokenizer converted from GGUF works in memory but was found not to survive
+  ``save_pretrained`` / ``from_pretrained`` (loss ~3 -> ~9, offline-assets.md; with
+  transformers 5.24 the naive route happened to work, so do not rely on either). It is rebuilt as
   a plain ``PreTrainedTokenizerFast`` from its backend JSON (ids >= 49152 dropped, ByteLevel
   post-processor so no automatic BOS, bos ``<|im_start|>``, eos ``<|im_end|>``, pad/unk
   ``<|endoftext|>``, the chat template copied), and a loss check after reload proves the

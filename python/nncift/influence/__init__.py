@@ -28,7 +28,7 @@ selectit   pointwise  `nncift.influence.selectit.SelectIT` (self-reflection rati
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -273,11 +273,6 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
         raise InputError(f"k must be in [0, {s.size}], got {k}")
     # Stable sort of the negated scores: equal scores keep index order.
     return np.argsort(-s, kind="stable")[:k].astype(np.int64)
-
-
-def iter_chunks(n: int, size: int) -> Iterator[slice]:
-    for start in range(0, n, max(1, size)):
-        yield slice(start, min(n, start + size))
 
 
 def make(method: str, pool: Any, targets: Any | None = None, **kwargs: Any) -> Any:

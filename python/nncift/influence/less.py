@@ -510,6 +510,13 @@ class Less(PairwiseInfluence):
     def _block(
         self, rows: np.ndarray, cols: np.ndarray, meter: CostMeter
     ) -> tuple[np.ndarray, dict[str, Any]]:
+        if not self._ckpts:
+            # The first block pays for the warm-up; its passes and tokens are part of the
+            # block's cost (its seconds already are: the block is timed as a whole).
+            self.warm_up()
+            if self.warmup_cost is not None:
+                meter.forward(self.warmup_cost.lm_passes, self.warmup_cost.tokens)
+                meter.backward(self.warmup_cost.backward_passes)
         fp = self.features("pool", rows, meter)  # (C, r, k)
         ft = self.features("target", cols, meter)  # (C, c, k)
         w = self.checkpoint_weights.astype(np.float32)

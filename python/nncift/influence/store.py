@@ -265,9 +265,12 @@ def compute_labels(
                 info[k] = v
             elif isinstance(v, dict):
                 info.setdefault(k, {}).update({str(a): b for a, b in v.items()})
-            elif isinstance(v, list) and len(v) <= 1000:  # e.g. empty targets, warm-up rows
-                seen = info.setdefault(k, [])
-                seen.extend(x for x in v if x not in seen)
+            elif isinstance(v, list) and len(v) <= 1000:
+                if all(isinstance(x, int) for x in v):  # item indices (empty targets): union
+                    seen = info.setdefault(k, [])
+                    seen.extend(x for x in v if x not in seen)
+                else:  # per-run facts (checkpoint weights): the latest
+                    info[k] = v
         if progress is not None:
             rate = (time.perf_counter() - t0) / max(1, pairs_done_now)
             progress(len(recorded), len(tiles), rate * pairs_left if pairs_done_now else None)
