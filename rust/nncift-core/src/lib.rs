@@ -5,8 +5,8 @@
 
 pub mod error;
 pub mod kernel;
-pub mod select;
 pub mod scorer;
+pub mod select;
 
 pub use error::{CoreError, CoreResult};
 pub use kernel::PairwiseSource;
