@@ -463,6 +463,10 @@ fn symmetric_dense_build_equals_block_by_block() {
             .install(|| src.dense_self())
             .unwrap();
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        assert_eq!(bits(got.as_slice().unwrap()), bits(&want), "{threads} threads");
+        assert_eq!(
+            bits(got.as_slice().unwrap()),
+            bits(&want),
+            "{threads} threads"
+        );
     }
 }

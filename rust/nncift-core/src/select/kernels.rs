@@ -174,49 +174,46 @@ impl CosineSource {
         );
         let x = &self.rows;
         let t = self.transform;
-        let tiles: Vec<(usize, usize)> = (0..nb)
-            .flat_map(|i| (i..nb).map(move |j| (i, j)))
-            .collect();
-        tiles
-            .par_iter()
-            .try_for_each_init(
-                || vec![0f32; TILE * TILE],
-                |buf, &(bi, bj)| -> CoreResult<()> {
-                    let (i0, i1) = (bi * TILE, ((bi + 1) * TILE).min(n));
-                    let (j0, j1) = (bj * TILE, ((bj + 1) * TILE).min(n));
-                    let (h, w) = (i1 - i0, j1 - j0);
-                    let tile = &mut buf[..h * w];
-                    let mut c = ndarray::ArrayViewMut2::from_shape((h, w), &mut *tile)
-                        .map_err(|e| CoreError::Shape(e.to_string()))?;
-                    ndarray::linalg::general_mat_mul(
-                        1.0,
-                        &x.slice(s![i0..i1, ..]),
-                        &x.slice(s![j0..j1, ..]).t(),
-                        0.0,
-                        &mut c,
-                    );
-                    for v in tile.iter_mut() {
-                        *v = t.apply(v.clamp(-1.0, 1.0));
-                    }
-                    let p = base;
-                    for a in 0..h {
-                        for b in 0..w {
-                            let v = tile[a * w + b];
-                            // SAFETY: indices are < n in both axes, so inside
-                            // the n x n buffer; the task for tile (I, J), I <= J,
-                            // is the only writer of blocks (I, J) and (J, I), and
-                            // `out` is not otherwise accessed until all finish.
-                            unsafe {
-                                *p.0.add((i0 + a) * n + j0 + b) = v;
-                                if bi != bj {
-                                    *p.0.add((j0 + b) * n + i0 + a) = v;
-                                }
+        let tiles: Vec<(usize, usize)> =
+            (0..nb).flat_map(|i| (i..nb).map(move |j| (i, j))).collect();
+        tiles.par_iter().try_for_each_init(
+            || vec![0f32; TILE * TILE],
+            |buf, &(bi, bj)| -> CoreResult<()> {
+                let (i0, i1) = (bi * TILE, ((bi + 1) * TILE).min(n));
+                let (j0, j1) = (bj * TILE, ((bj + 1) * TILE).min(n));
+                let (h, w) = (i1 - i0, j1 - j0);
+                let tile = &mut buf[..h * w];
+                let mut c = ndarray::ArrayViewMut2::from_shape((h, w), &mut *tile)
+                    .map_err(|e| CoreError::Shape(e.to_string()))?;
+                ndarray::linalg::general_mat_mul(
+                    1.0,
+                    &x.slice(s![i0..i1, ..]),
+                    &x.slice(s![j0..j1, ..]).t(),
+                    0.0,
+                    &mut c,
+                );
+                for v in tile.iter_mut() {
+                    *v = t.apply(v.clamp(-1.0, 1.0));
+                }
+                let p = base;
+                for a in 0..h {
+                    for b in 0..w {
+                        let v = tile[a * w + b];
+                        // SAFETY: indices are < n in both axes, so inside
+                        // the n x n buffer; the task for tile (I, J), I <= J,
+                        // is the only writer of blocks (I, J) and (J, I), and
+                        // `out` is not otherwise accessed until all finish.
+                        unsafe {
+                            *p.0.add((i0 + a) * n + j0 + b) = v;
+                            if bi != bj {
+                                *p.0.add((j0 + b) * n + i0 + a) = v;
                             }
                         }
                     }
-                    Ok(())
-                },
-            )?;
+                }
+                Ok(())
+            },
+        )?;
         Ok(out)
     }
 
