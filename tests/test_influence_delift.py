@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import LM_CACHE
 from nncift.errors import InputError
 from nncift.influence import CostMeter, TextItems
 from nncift.influence._lm import Seq, encode, prefix_response_logprobs, response_logprobs
 from nncift.influence.delift import Delift, distance
 from nncift.lm import load_lm, tiny_random_lm
-
-LM_CACHE = Path(__file__).resolve().parents[1] / ".nncift-cache"
 
 POOL = TextItems(
     [

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
+from conftest import LM_CACHE
 from nncift.errors import InputError
 from nncift.influence import CostMeter, TextItems
 from nncift.influence.less import Less, RademacherProjection
 
-LM_CACHE = Path(__file__).resolve().parents[1] / ".nncift-cache"
 P = [
     "What is the capital of France?",
     "How do I bake bread?",

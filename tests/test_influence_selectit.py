@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import LM_CACHE
 from nncift.errors import InputError
 from nncift.influence import TextItems, top_k
 from nncift.influence.selectit import SelectIT, digit_token_ids, sentence_scores, token_scores
 
-LM_CACHE = Path(__file__).resolve().parents[1] / ".nncift-cache"
 POOL = TextItems(
     ["What is the capital of France?", "Name a primary colour.", "Say hi."],
     ["The capital of France is Paris.", "Red.", ""],

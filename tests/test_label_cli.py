@@ -14,19 +14,6 @@ from click.testing import CliRunner
 from nncift.cli.main import cli
 from nncift.split import u_split
 
-LM_CACHE = Path(__file__).resolve().parents[1] / ".nncift-cache"
-
-
-@pytest.fixture(scope="module")
-def lm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from nncift.lm import tiny_random_lm
-
-    d = tmp_path_factory.mktemp("tiny-lm")
-    tiny = tiny_random_lm(cache=LM_CACHE)
-    tiny.model.save_pretrained(d)
-    tiny.tokenizer.save_pretrained(d)
-    return d
-
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
@@ -47,7 +34,9 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return pool, target
 
 
-def test_delift_u_block_and_resume(lm_dir: Path, data: tuple[Path, Path], tmp_path: Path) -> None:
+def test_delift_u_block_and_resume(
+    tiny_lm_dir: Path, data: tuple[Path, Path], tmp_path: Path
+) -> None:
     pool, target = data
     args = [
         "label",
@@ -60,7 +49,7 @@ def test_delift_u_block_and_resume(lm_dir: Path, data: tuple[Path, Path], tmp_pa
         "--fraction",
         "0.1",
         "--lm",
-        str(lm_dir),
+        str(tiny_lm_dir),
         "--seed",
         "3",
         "--threads",
@@ -104,7 +93,7 @@ def test_option_errors(data: tuple[Path, Path], tmp_path: Path) -> None:
 
 
 def test_selectit_all_in_a_subprocess(
-    lm_dir: Path, data: tuple[Path, Path], tmp_path: Path
+    tiny_lm_dir: Path, data: tuple[Path, Path], tmp_path: Path
 ) -> None:
     pool, _ = data
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
@@ -120,7 +109,7 @@ def test_selectit_all_in_a_subprocess(
         str(pool),
         "--all",
         "--lm",
-        str(lm_dir),
+        str(tiny_lm_dir),
         "--threads",
         "1",
         "--set",

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import LM_CACHE
 from nncift.errors import InputError
 from nncift.lm import (
     DEFAULT_LM_NAME,
@@ -20,8 +21,6 @@ from nncift.lm import (
     text_loss,
     tiny_random_lm,
 )
-
-LM_CACHE = Path(__file__).resolve().parents[1] / ".nncift-cache"
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,6 @@ from click.testing import CliRunner
 from nncift.cli.main import cli
 from nncift.data import load_named
 
-LM_CACHE = Path(__file__).resolve().parents[1] / ".nncift-cache"
-
 
 def run(*args: str) -> tuple[int, str]:
     result = CliRunner().invoke(cli, ["-q", *args], catch_exceptions=False)
@@ -109,23 +107,12 @@ def test_dry_run_plans_without_work(files: tuple[Path, Path], tmp_path: Path) ->
     assert not out.exists()
 
 
-@pytest.fixture(scope="module")
-def lm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from nncift.lm import tiny_random_lm
-
-    d = tmp_path_factory.mktemp("tiny-lm")
-    tiny = tiny_random_lm(cache=LM_CACHE)
-    tiny.model.save_pretrained(d)
-    tiny.tokenizer.save_pretrained(d)
-    return d
-
-
 def test_selectit_nncift_with_a_real_tiny_lm(
-    files: tuple[Path, Path], lm_dir: Path, tmp_path: Path
+    files: tuple[Path, Path], tiny_lm_dir: Path, tmp_path: Path
 ) -> None:
     pool, _ = files
     out = tmp_path / "s.jsonl"
-    code, output = run("select", "--pool", str(pool), "--method", "selectit", "--lm", str(lm_dir),
+    code, output = run("select", "--pool", str(pool), "--method", "selectit", "--lm", str(tiny_lm_dir),
                        "--u", "0.1", "--epochs", "2", "--budget", "12", "--cache-dir",
                        str(tmp_path / "c"), "--out", str(out))  # fmt: skip
     assert code == 0, output
