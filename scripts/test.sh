@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${1:-.venv}
+VENV=$(cd "$VENV" && pwd)  # absolute: pytest runs from tests/
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 # Test caches live in a throw-away folder so runs do not depend on a user's cache.
 export NNCIFT_CACHE=${NNCIFT_CACHE:-$(mktemp -d)}
