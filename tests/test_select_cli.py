@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import polars as pl
@@ -112,8 +112,9 @@ def test_random_method_needs_no_model(pool_file: Path, tmp_path: Path) -> None:
 
 
 def test_real_subprocess_run(pool_file: Path, tmp_path: Path) -> None:
-    exe = shutil.which("nncift")
-    assert exe, "the nncift console script must be installed"
+    # The console script installed next to this interpreter (the wheel's entry point).
+    exe = str(Path(sys.executable).parent / "nncift")
+    assert Path(exe).is_file(), "the nncift console script must be installed"
     out = tmp_path / "s.jsonl"
     proc = subprocess.run(
         [exe, "select", "--pool", str(pool_file), "--budget", "4", "--out", str(out)],
