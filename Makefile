@@ -10,7 +10,7 @@ setup:
 	scripts/setup.sh $(VENV)
 
 demo: setup
-	HF_HUB_OFFLINE=1 $(VENV)/bin/nncift select --pool builtin:ifbench --budget 0.1 --out $(OUT)/ifbench-subset.jsonl
+	HF_HUB_OFFLINE=1 $(VENV)/bin/nncift select --pool builtin:ifbench --method delift-se --budget 0.1 --out $(OUT)/ifbench-subset.jsonl
 
 test: setup
 	scripts/test.sh $(VENV)
