@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from nncift.cli.main import cli
@@ -46,6 +47,10 @@ def test_delift_se_nncift_stages_and_cache_reuse(files: tuple[Path, Path], tmp_p
     assert m["stages"]["train_data"]["reused"] is False
     assert m["stages"]["label_data"]["rows"] == 12  # u = 0.1 of 120 pool items
     assert m["options"]["objective_resolved"] == "fl"
+    # The pool x pool block labels the same first-u pool items on both sides (one shuffle).
+    labels_dir = Path(m["results"]["run_dir"]) / "labels-data"
+    rows, cols = np.load(labels_dir / "rows.npy"), np.load(labels_dir / "cols.npy")
+    assert np.array_equal(rows, cols)
     assert len(out.read_text().splitlines()) == 10
 
     # Only the budget changes: labels and network come from the run folder.

@@ -183,8 +183,10 @@ def nearest_demonstrations(selected_emb: np.ndarray, test_emb: np.ndarray, k: in
 
     Ties go to the lowest index (stable sort).
     """
-    sims = test_emb @ selected_emb.T  # (T, S)
     k = min(k, selected_emb.shape[0])
+    if k == 0:  # the no-demonstration baseline
+        return np.zeros((test_emb.shape[0], 0), dtype=np.int64)
+    sims = test_emb @ selected_emb.T  # (T, S)
     return np.argsort(-sims, axis=1, kind="stable")[:, :k].astype(np.int64)
 
 
@@ -204,8 +206,8 @@ def icl_evaluate(
 
     selected_emb: (S, d) float32; test_emb: (T, d) float32, both L2-normalised.
     """
-    if len(selected) == 0:
-        raise InputError("ICL evaluation needs a non-empty selected subset")
+    if len(selected) == 0 and k > 0:
+        raise InputError("ICL evaluation with k > 0 demonstrations needs a non-empty subset")
     if selected_emb.shape[0] != len(selected) or test_emb.shape[0] != len(test):
         raise InputError("embeddings and items differ in length")
     t0 = time.perf_counter()

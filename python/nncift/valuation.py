@@ -40,6 +40,8 @@ INFLUENCE_METHODS = ("delift", "delift-se", "less", "selectit")
 #: Fewest labelled items per side the estimator needs (2 to train + 1 held out, rounded up
 #: to give the validation slice a chance): the minimum pool is ceil(MIN_LABELLED / u).
 MIN_LABELLED = 4
+#: Version of what a run folder holds; bump when labels or networks would differ.
+RUN_LAYOUT = 2
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,7 @@ def run_key(pool: Items, target: Items | None, options: ValuationOptions) -> str
     """A key for everything that determines the labels and networks of a run."""
     return _digest(
         {
+            "layout": RUN_LAYOUT,
             "pool": _digest(pool.ids),
             "target": _digest(target.ids) if target is not None else None,
             **{k: v for k, v in asdict(options).items() if k not in ("device",)},
@@ -283,21 +286,30 @@ class Valuer:
             return self._less()
         return self._delift_family(objective)
 
-    def _rows_cols(self, n_rows: int, n_cols: int | None) -> tuple[np.ndarray, np.ndarray | None]:
+    def _rows_cols(
+        self, n_rows: int, n_cols: int | None, *, square: bool = False
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Labelled rows and columns: everything with `exact`, else the first-u block.
+
+        square: a pool x pool kernel, whose labelled block is the same first-u pool items on
+        both sides (one shuffle), as in the paper.
+        """
         from nncift.split import u_split
 
         if self.opt.exact:
             rows = np.arange(n_rows, dtype=np.int64)
             cols = None if n_cols is None else np.arange(n_cols, dtype=np.int64)
             return rows, cols
-        split = u_split(n_rows, n_cols, u=self.opt.u, seed=self.opt.seed)
+        split = u_split(n_rows, None if square else n_cols, u=self.opt.u, seed=self.opt.seed)
+        if n_cols is None:
+            return split.rows_in, None
         return split.rows_in, split.cols_in
 
     def _delift_family(self, objective: str) -> Valuation:
         m = len(self.pool)
         # The "data" kernel K[pool, pool]: candidates represent pool items.
         fn = self._function(None, None)
-        rows, cols = self._rows_cols(m, m)
+        rows, cols = self._rows_cols(m, m, square=True)
         assert cols is not None
         labels = self._labels("data", fn, rows, cols)
         lo, hi = float(labels.min()), float(labels.max())
