@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The whole test suite: Rust lint + tests, Python lint + types, pytest against the
-# installed wheel, and a smoke run of the installed CLI. Usage: scripts/test.sh [VENV]
+# installed wheel, and a smoke run of the installed CLI.
+# Usage: scripts/test.sh [VENV [PYTEST ARGS...]]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${1:-.venv}
+if [ $# -gt 0 ]; then shift; fi  # the rest goes to pytest
 VENV=$(cd "$VENV" && pwd)  # absolute: pytest runs from tests/
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 # Test caches live in a throw-away folder so runs do not depend on a user's cache.
