@@ -189,28 +189,19 @@ class Valuer:
 
     def _labels(self, name: str, fn: Any, rows: np.ndarray, cols: np.ndarray | None) -> np.ndarray:
         """Compute (or resume / reuse) labels K[rows][:, cols] into the run folder."""
-        from nncift.influence.store import compute_labels
+        from nncift.influence.store import compute_labels_with_progress
 
         out = self.run_dir / f"labels-{name}"
         with self.manifest.stage(f"label_{name}", rows=int(len(rows))) as rec:
-            bar_ctx = None
-            progress_fn = None
-            if self.progress:
-                from rich.progress import Progress
-
-                bar_ctx = Progress(transient=True)
-                bar = bar_ctx.__enter__()
-                task = bar.add_task(f"labelling {name} with {self.opt.method}", total=None)
-
-                def progress_fn(done: int, total: int, eta: float | None) -> None:
-                    bar.update(task, completed=done, total=total)
-
-            try:
-                run = compute_labels(fn, out, rows=rows, cols=cols, progress=progress_fn)
-            finally:
-                if bar_ctx is not None:
-                    bar_ctx.__exit__(None, None, None)
-            if not run.complete:
+            run = compute_labels_with_progress(
+                fn,
+                out,
+                show=self.progress,
+                description=f"labelling {name} with {self.opt.method}",
+                rows=rows,
+                cols=cols,
+            )
+            if not run.complete or run.values is None:
                 raise InputError(f"labelling {name} stopped before the end; rerun to resume")
             rec.update(
                 cols=None if cols is None else int(len(cols)),
@@ -219,10 +210,7 @@ class Valuer:
                 cost=run.cost.to_dict(),
                 cost_total=run.cost_total.to_dict(),
             )
-        from nncift.influence.store import load_labels
-
-        values, _, _, _ = load_labels(out)
-        return np.asarray(values, dtype=np.float32)
+        return np.asarray(run.values, dtype=np.float32)
 
     def _network(
         self,

@@ -8,7 +8,6 @@ By default only the first-u block is labelled (what NN-CIFT trains on): the firs
 from __future__ import annotations
 
 import ast
-import time
 from pathlib import Path
 from typing import Any
 
@@ -203,7 +202,12 @@ def label_cmd(
 
     quiet = bool(ctx.obj.get("quiet", False)) if ctx.obj else False
     with manifest.stage("label") as rec:
-        run = _run_with_progress(fn, out, rows, cols, tile_rows, max_seconds, quiet)
+        from nncift.influence.store import compute_labels_with_progress
+
+        run = compute_labels_with_progress(
+            fn, out, show=not quiet, rows=rows, cols=cols, tile_rows=tile_rows,
+            max_seconds=max_seconds,
+        )  # fmt: skip
         rec.update(
             {
                 "tiles_total": run.tiles_total,
@@ -234,48 +238,4 @@ def label_cmd(
             ctx,
             f"{method}: stopped after {run.tiles_done}/{run.tiles_total} tiles; "
             "run the same command again to continue",
-        )
-
-
-def _run_with_progress(
-    fn: Any,
-    out: str,
-    rows: Any,
-    cols: Any,
-    tile_rows: int | None,
-    max_seconds: float | None,
-    quiet: bool,
-) -> Any:
-    from nncift.influence.store import compute_labels
-
-    if quiet:
-        return compute_labels(
-            fn, out, rows=rows, cols=cols, tile_rows=tile_rows, max_seconds=max_seconds
-        )
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[eta]}"),
-        transient=False,
-    ) as bar:
-        task = bar.add_task(f"label {fn.name}", total=None, eta="")
-        t0 = time.perf_counter()
-
-        def progress(done: int, total: int, eta: float | None) -> None:
-            left = "" if eta is None else f"~{eta:,.0f} s left"
-            bar.update(
-                task, completed=done, total=total, eta=f"{time.perf_counter() - t0:,.0f} s, {left}"
-            )
-
-        return compute_labels(
-            fn,
-            out,
-            rows=rows,
-            cols=cols,
-            tile_rows=tile_rows,
-            max_seconds=max_seconds,
-            progress=progress,
         )

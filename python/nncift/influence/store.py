@@ -328,3 +328,38 @@ def load_labels(
 
 
 __all__ = ["MANIFEST", "LabelRun", "compute_labels", "items_digest", "load_labels"]
+
+
+def compute_labels_with_progress(
+    fn: Any,
+    out_dir: str | Path,
+    *,
+    show: bool = True,
+    description: str | None = None,
+    **kwargs: Any,
+) -> LabelRun:
+    """`compute_labels` with a rich progress bar (tiles done, elapsed, estimated time left).
+
+    show=False runs silently; every other keyword goes to `compute_labels`.
+    """
+    if not show:
+        return compute_labels(fn, out_dir, **kwargs)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[eta]}"),
+        transient=False,
+    ) as bar:
+        task = bar.add_task(description or f"label {fn.name}", total=None, eta="")
+        t0 = time.perf_counter()
+
+        def progress(done: int, total: int, eta: float | None) -> None:
+            left = "" if eta is None else f"~{eta:,.0f} s left"
+            bar.update(
+                task, completed=done, total=total, eta=f"{time.perf_counter() - t0:,.0f} s, {left}"
+            )
+
+        return compute_labels(fn, out_dir, progress=progress, **kwargs)
