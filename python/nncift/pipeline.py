@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -198,7 +198,7 @@ def run_select(
     k = resolve_budget(options.budget, len(pool))
     objective = resolve_objective(options.objective, options.method, target is not None)
     manifest = manifest or Manifest(command="select")
-    manifest.options.update({k_: v for k_, v in asdict(options).items()})
+    manifest.options.update(asdict(options))
     manifest.options.update(budget_count=k, objective_resolved=objective)
     manifest.results["pool_size"] = len(pool)
 
@@ -233,6 +233,12 @@ def run_select(
         manifest.write(manifest_path(out_path))
         run.output = out_path
     return run
+
+
+def valuation_options(options: SelectOptions) -> ValuationOptions:
+    """The run's valuation settings; method, seed and embedder always come from `options`."""
+    base = options.valuation or ValuationOptions()
+    return replace(base, method=options.method, seed=options.seed, embedder=options.embedder)
 
 
 def _embed(
@@ -289,9 +295,7 @@ def _value(
 ) -> Any:
     from nncift.embed import default_cache_dir
 
-    vopt = options.valuation or ValuationOptions()
-    vopt = ValuationOptions(**{**asdict(vopt), "method": options.method, "seed": options.seed,
-                               "embedder": options.embedder})  # fmt: skip
+    vopt = valuation_options(options)
     root = Path(options.cache_dir) if options.cache_dir else default_cache_dir()
     run_dir = root / "runs" / run_key(pool, target, vopt)
     manifest.results["run_dir"] = str(run_dir)
@@ -340,8 +344,7 @@ def plan_select(pool: Items, target: Items | None, options: SelectOptions) -> st
         )
     total_passes, total_seconds = 0, 0.0
     if options.method in ("delift", "delift-se", "less", "selectit"):
-        vopt = options.valuation or ValuationOptions()
-        vopt = ValuationOptions(**{**asdict(vopt), "method": options.method})
+        vopt = valuation_options(options)
         for st in plan_valuation(
             len(pool), len(target) if target is not None else None, vopt, objective
         ):

@@ -170,7 +170,6 @@ def select_command(
         cache_dir=cache_dir,
         selection=kwargs,
         valuation=ValuationOptions(
-            method=method if method not in ("embedding", "random") else "delift-se",
             u=u,
             exact=exact,
             lm=lm,
