@@ -124,3 +124,9 @@ def select_core(
     greedi_local_factor: float = 2.0,
     kernel_source: object | None = None,
 ) -> tuple[_np.ndarray, _np.ndarray, float, list[tuple[str, float]], str, str, int]: ...
+def greedi_plan(
+    n: int, parts: int, seed: int, count: int, local_factor: float = 2.0
+) -> tuple[list[_npt.NDArray[_np.int64]], int]:
+    """The parts `select(optimizer="greedi")` cuts (sorted int64 index arrays) and the
+    per-part budget; a distributed driver uses them to reproduce a local run."""
+    ...

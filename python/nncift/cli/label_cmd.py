@@ -15,6 +15,7 @@ import click
 
 from nncift.cli.common import data_options, echo_summary, load_pool
 from nncift.cli.main import cli, user_errors
+from nncift.cli.ray_options import ray_options, ray_settings
 from nncift.errors import InputError
 
 
@@ -110,6 +111,7 @@ def _parse_settings(pairs: tuple[str, ...]) -> dict[str, Any]:
     help="Output folder (resumed if it exists).",
 )
 @data_options
+@ray_options
 @click.pass_context
 @user_errors
 def label_cmd(
@@ -137,9 +139,13 @@ def label_cmd(
     Writes OUT/labels.npy (float32: rows x cols, or rows for selectit), OUT/rows.npy and
     OUT/cols.npy (int64 indices into the pool / targets), OUT/labels-manifest.json (tiles,
     hashes, cost) and OUT/manifest.json. An interrupted run continues where it stopped.
+    With --ray the tiles run on Ray workers that hold the LM (same folder layout; a run can
+    be resumed with or without Ray).
     """
     from nncift.manifest import Manifest
     from nncift.split import u_split
+
+    ray = ray_settings(data_opts)
 
     if label_all and fraction is not None:
         raise InputError("--fraction and --all exclude each other")
@@ -186,6 +192,13 @@ def label_cmd(
     else:
         split = u_split(m, n, u=u, seed=seed)
         rows, cols = split.rows_in, split.cols_in
+    quiet = bool(ctx.obj.get("quiet", False)) if ctx.obj else False
+    if ray is not None:
+        _label_on_ray(
+            ctx, ray, manifest, method, pool_items, target_items, kw, lm, device, dtype,
+            max_length, embedder, seed, rows, cols, tile_rows, max_seconds, out, quiet,
+        )  # fmt: skip
+        return
     with manifest.stage("load_model") as rec:
         from nncift.influence import make
 
@@ -200,7 +213,6 @@ def label_cmd(
                 kw.setdefault("seed", seed)
             fn = make(method, pool_items, target_items, lm=model, **kw)
 
-    quiet = bool(ctx.obj.get("quiet", False)) if ctx.obj else False
     with manifest.stage("label") as rec:
         from nncift.influence.store import compute_labels_with_progress
 
@@ -208,16 +220,61 @@ def label_cmd(
             fn, out, show=not quiet, rows=rows, cols=cols, tile_rows=tile_rows,
             max_seconds=max_seconds,
         )  # fmt: skip
-        rec.update(
-            {
-                "tiles_total": run.tiles_total,
-                "tiles_done": run.tiles_done,
-                "computed": run.computed,
-                "reused": run.reused,
-                "recomputed": run.recomputed,
-                "cost": run.cost.to_dict(),
-            }
-        )
+        rec.update(_run_record(run))
+    _finish(ctx, manifest, method, fn, run, rows, cols, out)
+
+
+def _run_record(run: Any) -> dict[str, Any]:
+    return {
+        "tiles_total": run.tiles_total,
+        "tiles_done": run.tiles_done,
+        "computed": run.computed,
+        "reused": run.reused,
+        "recomputed": run.recomputed,
+        "cost": run.cost.to_dict(),
+    }
+
+
+def _label_on_ray(
+    ctx: click.Context, ray: Any, manifest: Any, method: str, pool_items: Any,
+    target_items: Any, kw: dict[str, Any], lm: str, device: str, dtype: str,
+    max_length: int, embedder: str, seed: int, rows: Any, cols: Any,
+    tile_rows: int | None, max_seconds: float | None, out: str, quiet: bool,
+) -> None:  # fmt: skip
+    """The label stage with tiles on Ray workers; the store writes the same folder."""
+    from nncift.distributed.labels import FunctionSpec, RayInfluence
+    from nncift.influence.store import compute_labels_with_progress
+
+    if method == "less":
+        kw.setdefault("seed", seed)
+    spec = FunctionSpec(method, kw, lm=lm, dtype=dtype, max_length=max_length, embedder=embedder)
+    with manifest.stage("ray_connect") as rec:
+        cluster = ray.connect()
+        rec.update(cluster.describe())
+    fn = RayInfluence(
+        spec, pool_items, target_items, cluster, workers=ray.workers,
+        cpus_per_worker=ray.cpus_per_worker, device=device,
+    )  # fmt: skip
+    try:
+        with manifest.stage("ray_start_workers") as rec:
+            fn.start()
+            rec.update(workers=fn.stats.workers, nodes=len(fn.stats.nodes), device=fn.device)
+        with manifest.stage("label") as rec:
+            run = compute_labels_with_progress(
+                fn, out, show=not quiet, rows=rows, cols=cols, tile_rows=tile_rows,
+                max_seconds=max_seconds, description=f"label {method} on Ray",
+            )  # fmt: skip
+            rec.update(_run_record(run))
+            rec["ray"] = fn.stats.to_dict()
+    finally:
+        fn.close()
+    _finish(ctx, manifest, method, fn, run, rows, cols, out)
+
+
+def _finish(
+    ctx: click.Context, manifest: Any, method: str, fn: Any, run: Any, rows: Any, cols: Any,
+    out: str,
+) -> None:  # fmt: skip
     manifest.results = {
         "complete": run.complete,
         "shape": [int(rows.size)] + ([int(cols.size)] if fn.kind == "pairwise" else []),

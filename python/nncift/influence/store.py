@@ -115,6 +115,12 @@ def _check_tile(path: Path, entry: dict[str, Any]) -> str | None:
     return None
 
 
+def _run_locally(fn: Any, work: list[tuple[str, np.ndarray, np.ndarray | None]]) -> Any:
+    """Tiles one after the other in this process (lazily: a stopped loop computes no more)."""
+    for name, rows, cols in work:
+        yield name, (fn.block(rows, cols) if cols is not None else fn.points(rows))
+
+
 def compute_labels(
     fn: Any,
     out_dir: str | Path,
@@ -239,12 +245,19 @@ def compute_labels(
     stopped = False
     if progress is not None:
         progress(len(recorded), len(tiles), None)
-    for name, rs, cs in todo:
-        # At least one tile per call, so a too-small budget still makes progress.
-        if computed and max_seconds is not None and time.perf_counter() - t0 >= max_seconds:
-            stopped = True
-            break
-        res = fn.block(r[rs], c[cs]) if cs is not None else fn.points(r[rs])  # type: ignore[index]
+    # A function that runs many tiles itself (nncift.distributed.labels.RayInfluence) gets
+    # them all and yields them as they finish; this loop stays the only writer of the folder.
+    work = [
+        (name, r[rs], c[cs] if cs is not None and c is not None else None) for name, rs, cs in todo
+    ]
+    run_tiles = getattr(fn, "run_tiles", None)
+    results = run_tiles(work) if run_tiles is not None else _run_locally(fn, work)
+    left = {name for name, _, _ in work}
+    for name, res in results:
+        if name not in left:  # never written twice, whatever the executor does
+            log.warning("label tile %s came back twice; keeping the first", name)
+            continue
+        left.discard(name)
         tile_path = tdir / f"{name}.npy"
         save_npy_atomic(tile_path, res.values)
         recorded[name] = {
@@ -274,6 +287,13 @@ def compute_labels(
         if progress is not None:
             rate = (time.perf_counter() - t0) / max(1, pairs_done_now)
             progress(len(recorded), len(tiles), rate * pairs_left if pairs_done_now else None)
+        # At least one tile per call, so a too-small budget still makes progress.
+        if left and max_seconds is not None and time.perf_counter() - t0 >= max_seconds:
+            stopped = True
+            break
+    close = getattr(results, "close", None)
+    if close is not None:  # stop a distributed run's queued tiles
+        close()
 
     complete = not stopped and len(recorded) == len(tiles)
     values = None

@@ -245,8 +245,41 @@ pub fn select_core<'py>(
     ))
 }
 
+/// The parts partition-and-merge (`optimizer="greedi"`) cuts for `n` items, `parts`
+/// parts and `seed`, each a sorted int64 array; and the per-part budget for `count`.
+/// A distributed driver uses these to run the same parts as a local run.
+#[pyfunction]
+#[pyo3(signature = (n, parts, seed, count, local_factor=2.0))]
+pub fn greedi_plan<'py>(
+    py: Python<'py>,
+    n: usize,
+    parts: usize,
+    seed: u64,
+    count: usize,
+    local_factor: f64,
+) -> PyResult<(Vec<Bound<'py, PyArray1<i64>>>, usize)> {
+    if parts == 0 || !(local_factor.is_finite() && local_factor > 0.0) {
+        return Err(PyValueError::new_err(
+            "greedi needs parts >= 1 and a positive local factor",
+        ));
+    }
+    let cut = select::greedi_partition(n, parts, seed);
+    let local = select::greedi_local_budget(count, parts.min(n.max(1)), local_factor);
+    let arrays = cut
+        .into_iter()
+        .map(|p| {
+            p.into_iter()
+                .map(|i| i as i64)
+                .collect::<Vec<i64>>()
+                .into_pyarray(py)
+        })
+        .collect();
+    Ok((arrays, local))
+}
+
 /// Register the selection functions on the extension module.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(select_core, m)?)?;
+    m.add_function(wrap_pyfunction!(greedi_plan, m)?)?;
     Ok(())
 }

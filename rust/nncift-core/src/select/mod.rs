@@ -362,6 +362,35 @@ fn effective_optimizer(f: &SetFunction, o: Optimizer) -> Optimizer {
     }
 }
 
+/// The parts of partition-and-merge: a seeded shuffle of `0..n` cut into
+/// `min(parts, n)` contiguous chunks, each sorted so that local tie-breaking
+/// follows global indices. Public so that a distributed driver (Ray) can cut
+/// the same parts and reproduce a local run exactly.
+pub fn greedi_partition(n: usize, parts: usize, seed: u64) -> Vec<Vec<usize>> {
+    if n == 0 || parts == 0 {
+        return Vec::new();
+    }
+    let mut perm: Vec<usize> = (0..n).collect();
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x9E37_79B9_7F4A_7C15);
+    for i in (1..n).rev() {
+        let r = ((u128::from(rng.next_u64()) * (i as u128 + 1)) >> 64) as usize;
+        perm.swap(i, r);
+    }
+    let chunk = n.div_ceil(parts.min(n));
+    perm.chunks(chunk)
+        .map(|p| {
+            let mut idx = p.to_vec();
+            idx.sort_unstable();
+            idx
+        })
+        .collect()
+}
+
+/// Items each part keeps before the merge: `ceil(local_factor * count / parts)`, at least 1.
+pub fn greedi_local_budget(count: usize, parts: usize, local_factor: f64) -> usize {
+    ((local_factor * count as f64 / parts.max(1) as f64).ceil() as usize).max(1)
+}
+
 fn run_greedi(req: &Request<'_>, g: Greedi) -> CoreResult<Outcome> {
     if matches!(
         req.function,
@@ -418,17 +447,9 @@ fn run_greedi(req: &Request<'_>, g: Greedi) -> CoreResult<Outcome> {
         Some(c) => Arc::clone(c) as SharedSource,
         None => spec.source()?,
     };
-    // Seeded shuffle, then contiguous parts; each part sorted so its local
-    // tie-breaking follows global indices.
-    let mut perm: Vec<usize> = (0..n).collect();
-    let mut rng = Xoshiro256PlusPlus::seed_from_u64(req.run.seed ^ 0x9E37_79B9_7F4A_7C15);
-    for i in (1..n).rev() {
-        let r = ((u128::from(rng.next_u64()) * (i as u128 + 1)) >> 64) as usize;
-        perm.swap(i, r);
-    }
-    let parts = g.parts.min(n);
+    let parts = greedi_partition(n, g.parts, req.run.seed);
     let k = req.run.count;
-    let local_k = ((g.local_factor * k as f64 / parts as f64).ceil() as usize).max(1);
+    let local_k = greedi_local_budget(k, g.parts.min(n), g.local_factor);
     let mut union: Vec<usize> = Vec::new();
     let mut t_local = 0.0;
     let mut t_kernel = t0.elapsed().as_secs_f64();
@@ -459,10 +480,7 @@ fn run_greedi(req: &Request<'_>, g: Greedi) -> CoreResult<Outcome> {
             *ts += ts0.elapsed().as_secs_f64();
             Ok(sel.indices.into_iter().map(|a| idx[a]).collect())
         };
-    let chunk = n.div_ceil(parts);
-    for p in perm.chunks(chunk) {
-        let mut idx = p.to_vec();
-        idx.sort_unstable();
+    for idx in parts {
         union.extend(solve(idx, local_k, &mut t_kernel, &mut t_local)?);
     }
     union.sort_unstable();

@@ -1,0 +1,242 @@
+"""Scale-out on Ray (issue 8), on a real two-node Ray cluster started on this machine.
+
+The cluster (a head and one more node, one CPU each, separate raylets on loopback) is
+started once for the module by Ray's own `ray.cluster_utils.Cluster` and shut down at the
+end; only its own processes are stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import ray
+from click.testing import CliRunner
+from nncift.cli.main import cli
+from nncift.distributed.cluster import check_versions, connect, package_versions
+from nncift.distributed.labels import FunctionSpec, RayInfluence
+from nncift.errors import InputError
+from nncift.influence import TextItems, make
+from nncift.influence.store import compute_labels, load_labels
+
+pytestmark = pytest.mark.ray
+
+SETTINGS = {"max_example_tokens": 24}
+
+
+@pytest.fixture(scope="module")
+def cluster() -> object:
+    from ray.cluster_utils import Cluster
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    node = {"num_cpus": 1, "object_store_memory": 80 * 2**20}
+    c = Cluster(initialize_head=True, head_node_args=dict(node))
+    c.add_node(**node)
+    c.wait_for_nodes()
+    ray.init(address=c.address, log_to_driver=False)
+    yield c
+    ray.shutdown()
+    c.shutdown()
+
+
+def _items(n: int, tag: str) -> TextItems:
+    return TextItems(
+        [f"{tag} question {i}: what is {i} plus {i % 5}?" for i in range(n)],
+        [f"It is {i + i % 5}. {tag} answer number {i}." for i in range(n)],
+    )
+
+
+POOL, TARGETS = _items(12, "pool"), _items(6, "target")
+
+
+def _local_labels(tiny_lm_dir: Path, out: Path) -> np.ndarray:
+    import torch
+    from nncift.lm import load_lm
+
+    torch.set_num_threads(1)  # the Ray workers use one thread each: same arithmetic
+    lm = load_lm(str(tiny_lm_dir), device="cpu", dtype="auto", max_length=512)
+    fn = make("delift", POOL, TARGETS, lm=lm, **SETTINGS)
+    run = compute_labels(fn, out, tile_rows=2)
+    assert run.complete and run.values is not None
+    return run.values
+
+
+def _ray_fn(cluster: object, tiny_lm_dir: Path, **kw: object) -> RayInfluence:
+    spec = FunctionSpec("delift", SETTINGS, lm=str(tiny_lm_dir), max_length=512)
+    return RayInfluence(spec, POOL, TARGETS, connect(), device="cpu", **kw)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def local(tiny_lm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
+    return _local_labels(tiny_lm_dir, tmp_path_factory.mktemp("local"))
+
+
+def test_two_nodes_label_equal_local(
+    cluster: object, tiny_lm_dir: Path, local: np.ndarray, tmp_path: Path
+) -> None:
+    with _ray_fn(cluster, tiny_lm_dir) as fn:
+        assert fn.stats.workers == 2 and len(fn.stats.nodes) == 2  # one worker per node
+        run = compute_labels(fn, tmp_path, tile_rows=2)
+    assert run.complete and run.computed == 6 and fn.stats.tiles_done == 6
+    np.testing.assert_array_equal(run.values, local)
+    labels, rows, cols, manifest = load_labels(tmp_path)
+    np.testing.assert_array_equal(labels, local)
+    assert manifest["cost_total"]["lm_passes"] > 0
+
+
+def test_killed_worker_run_completes_identically(
+    cluster: object, tiny_lm_dir: Path, local: np.ndarray, tmp_path: Path
+) -> None:
+    killed: list[int] = []
+    with _ray_fn(cluster, tiny_lm_dir) as fn:
+
+        def progress(done: int, total: int, eta: float | None) -> None:
+            if done >= 1 and not killed:  # mid-run: one tile written, five to go
+                pid = fn.worker_pids[0]
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+
+        run = compute_labels(fn, tmp_path, tile_rows=2, progress=progress)
+        assert killed and fn.stats.workers_lost == 1
+        assert killed[0] not in fn.worker_pids  # a replacement took its place
+    assert run.complete and run.tiles_done == 6
+    np.testing.assert_array_equal(run.values, local)
+    manifest = json.loads((tmp_path / "labels-manifest.json").read_text())
+    assert len(manifest["tiles"]) == 6  # every tile recorded once
+    assert len(list((tmp_path / "tiles").glob("*.npy"))) == 6
+
+
+def test_stopped_run_resumes_from_its_tiles(
+    cluster: object, tiny_lm_dir: Path, local: np.ndarray, tmp_path: Path
+) -> None:
+    with _ray_fn(cluster, tiny_lm_dir) as fn:
+        first = compute_labels(fn, tmp_path, tile_rows=2, max_seconds=1e-6)
+        assert not first.complete and 1 <= first.tiles_done < 6
+        again = compute_labels(fn, tmp_path, tile_rows=2)
+    assert again.complete and again.reused == first.tiles_done
+    assert again.computed == 6 - first.tiles_done
+    np.testing.assert_array_equal(again.values, local)
+
+
+def test_local_folder_is_resumed_on_ray_without_recomputing(
+    cluster: object, tiny_lm_dir: Path, tmp_path: Path
+) -> None:
+    local = _local_labels(tiny_lm_dir, tmp_path)
+    with _ray_fn(cluster, tiny_lm_dir) as fn:
+        run = compute_labels(fn, tmp_path, tile_rows=2)
+    assert run.reused == 6 and run.computed == 0  # same fingerprint, same layout
+    np.testing.assert_array_equal(run.values, local)
+
+
+def test_label_cli_on_ray(
+    cluster: object, tiny_lm_dir: Path, local: np.ndarray, tmp_path: Path
+) -> None:
+    pool, target = tmp_path / "pool.jsonl", tmp_path / "target.jsonl"
+    for path, items in ((pool, POOL), (target, TARGETS)):
+        path.write_text(
+            "".join(
+                json.dumps({"prompt": p, "response": r}) + "\n"
+                for p, r in zip(items.prompts, items.responses, strict=True)
+            )
+        )
+    out = tmp_path / "labels"
+    res = CliRunner().invoke(
+        cli,
+        [
+            "--quiet",
+            "label",
+            "--method",
+            "delift",
+            "--pool",
+            str(pool),
+            "--target",
+            str(target),
+            "--all",
+            "--lm",
+            str(tiny_lm_dir),
+            "--set",
+            "max_example_tokens=24",
+            "--max-length",
+            "512",
+            "--tile-rows",
+            "2",
+            "--device",
+            "cpu",
+            "--ray",
+            cluster.address,
+            "--out",
+            str(out),  # type: ignore[attr-defined]
+        ],  # fmt: skip
+    )
+    assert res.exit_code == 0, res.output
+    labels, _, _, _ = load_labels(out)
+    np.testing.assert_array_equal(labels, local)
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["stages"]["ray_start_workers"]["workers"] == 2
+    assert man["stages"]["label"]["ray"]["tiles_done"] == 6
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:1", "10.255.255.1:6379"])
+def test_unreachable_address_fails_fast_with_a_clear_error(address: str, tmp_path: Path) -> None:
+    # A fresh process, as a user runs it (this one is connected to the test cluster).
+    # 127.0.0.1:1 refuses; 10.255.255.1 either drops packets (TCP timeout) or, behind a
+    # proxy that accepts every connection, never completes Ray's handshake: both time out.
+    t0 = time.perf_counter()
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from nncift.cli import main; main()",
+            "label",
+            "--method",
+            "delift-se",
+            "--pool",
+            "builtin:ifbench",
+            "--limit",
+            "40",
+            "--ray",
+            address,
+            "--ray-timeout",
+            "3",
+            "--out",
+            str(tmp_path / "o"),
+        ],  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 1, res.stderr
+    assert f"cannot reach a Ray cluster at {address}" in res.stderr or (
+        f"cannot connect to a Ray cluster at {address}: no Ray handshake within 3 s" in res.stderr
+    ), res.stderr
+    assert "Traceback" not in res.stderr
+    assert time.perf_counter() - t0 < 25
+    assert not (tmp_path / "o").exists()
+
+
+def test_gpu_required_but_cluster_has_none(cluster: object, tiny_lm_dir: Path) -> None:
+    with pytest.raises(InputError, match="needs GPUs but the Ray cluster"):
+        _ray_fn(cluster, tiny_lm_dir).__class__(
+            FunctionSpec("delift", lm=str(tiny_lm_dir)), POOL, TARGETS, connect(), device="cuda"
+        )
+
+
+def test_too_many_cpus_per_worker_is_refused(cluster: object, tiny_lm_dir: Path) -> None:
+    with pytest.raises(InputError, match="largest node of the Ray cluster has 1"):
+        _ray_fn(cluster, tiny_lm_dir, cpus_per_worker=2)
+
+
+def test_version_mismatch_names_the_node_and_packages() -> None:
+    here = package_versions()
+    assert {"nncift", "torch", "transformers", "python"} <= set(here)
+    check_versions(here, dict(here), "node a")  # equal: fine
+    other = dict(here, torch="1.0.0")
+    with pytest.raises(InputError, match=r"worker node b differ.*torch 1\.0\.0 \(driver: "):
+        check_versions(here, other, "node b")
