@@ -240,3 +240,175 @@ def test_version_mismatch_names_the_node_and_packages() -> None:
     other = dict(here, torch="1.0.0")
     with pytest.raises(InputError, match=r"worker node b differ.*torch 1\.0\.0 \(driver: "):
         check_versions(here, other, "node b")
+
+
+# ---------------------------------------------------------------- sharded scoring / selection
+
+
+def _net_file(path: Path, d: int = 8, kind: str = "pairwise") -> Path:
+    from nncift.weights import write_network
+
+    rng = np.random.default_rng(0)
+    in0 = d if kind == "pointwise" else 2 * d + 1
+    layers = [
+        (rng.standard_normal((16, in0)).astype(np.float32) * 0.3, rng.standard_normal(16)),
+        (rng.standard_normal((1, 16)).astype(np.float32), np.zeros(1, np.float32)),
+    ]
+    write_network(
+        path, layers, kind=kind, input_layout="pointwise" if kind == "pointwise" else "paper",
+        embedding_dim=d, embedding_model="test-model", label_scale=2.0,
+    )  # fmt: skip
+    return path
+
+
+def test_sharded_scoring_equals_local(cluster: object, tmp_path: Path) -> None:
+    from nncift import PairwiseScorer
+    from nncift.distributed.cluster import RaySettings
+    from nncift.distributed.shards import ShardStats, score_sharded
+
+    rng = np.random.default_rng(3)
+    rows = rng.standard_normal((53, 8)).astype(np.float32)
+    cols = rng.standard_normal((17, 8)).astype(np.float32)
+    net = _net_file(tmp_path / "net.safetensors")
+    local = PairwiseScorer.load(net)
+    ray_settings = RaySettings(shards=3)
+    st = ShardStats()
+    dense = score_sharded(ray_settings, net, rows, cols, stats=st)
+    assert st.shards == 3
+    np.testing.assert_array_equal(dense, local.score(rows, cols))
+    idx, val = score_sharded(ray_settings, net, rows, cols, how="topk", k=4)
+    want_idx, want_val = local.topk(rows, cols, 4)
+    np.testing.assert_array_equal(idx, want_idx)
+    np.testing.assert_array_equal(val, want_val)
+    mean = score_sharded(ray_settings, net, rows, cols, how="mean")
+    np.testing.assert_array_equal(mean, local.aggregate(rows, cols, "mean"))
+    pw = _net_file(tmp_path / "pw.safetensors", kind="pointwise")
+    np.testing.assert_array_equal(
+        score_sharded(ray_settings, pw, rows, how="pointwise"),
+        PairwiseScorer.load(pw).pointwise(rows),
+    )
+    with pytest.raises(InputError, match=r"shape \(17, 5\); the network expects \(n, 8\)"):
+        score_sharded(ray_settings, net, rows, cols[:, :5])
+
+
+@pytest.mark.parametrize("source", ["embeddings", "kernel"])
+@pytest.mark.parametrize("objective", ["fl", "graph-cut", "disparity-min"])
+def test_partition_and_merge_on_ray_equals_local(
+    cluster: object, source: str, objective: str
+) -> None:
+    from nncift.distributed.cluster import RaySettings
+    from nncift.distributed.shards import select_partitioned
+    from nncift.selection import select
+
+    rng = np.random.default_rng(7)
+    emb = rng.standard_normal((240, 16)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    data: dict[str, np.ndarray] = (
+        {"embeddings": emb}
+        if source == "embeddings"
+        else {"kernel": np.clip(emb @ emb.T, 0, 1).astype(np.float32)}
+    )
+    for seed, parts in ((0, 3), (5, 4)):
+        local = select(objective, budget=20, optimizer="greedi", greedi_parts=parts, seed=seed,
+                       **data)  # fmt: skip
+        got, info = select_partitioned(
+            RaySettings(), objective, budget=20, parts=parts, seed=seed, **data
+        )
+        np.testing.assert_array_equal(got.indices, local.indices)
+        np.testing.assert_allclose(got.gains, local.gains, rtol=1e-6)
+        assert got.objective == pytest.approx(local.objective, rel=1e-6)
+        assert info.parts == parts and sum(info.part_sizes) == 240 and info.seed == seed
+
+
+# ---------------------------------------------------------------- the CLI's --ray paths
+
+
+@pytest.fixture(scope="module")
+def pool_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from nncift.data import load_named
+
+    items = load_named("chatterbot")
+    pool, _ = items.split([120, 10], seed=1)
+    path = tmp_path_factory.mktemp("data") / "pool.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in pool.records), encoding="utf-8")
+    return path
+
+
+def _cli(*args: str) -> tuple[int, str]:
+    res = CliRunner().invoke(cli, ["-q", *args])
+    return res.exit_code, res.output
+
+
+def test_select_on_ray_equals_local_partition_and_merge(
+    cluster: object, pool_file: Path, tmp_path: Path
+) -> None:
+    from nncift.data import load_items
+    from nncift.embed import Embedder
+    from nncift.selection import select
+
+    out = tmp_path / "s.jsonl"
+    code, output = _cli(
+        "select", "--pool", str(pool_file), "--method", "embedding", "--objective", "fl",
+        "--budget", "15", "--ray", cluster.address, "--ray-shards", "3",  # type: ignore[attr-defined]
+        "--seed", "4", "--out", str(out),
+    )  # fmt: skip
+    assert code == 0, output
+    got = [json.loads(x)["nncift_id"] for x in out.read_text().splitlines()]
+    items = load_items(str(pool_file))
+    emb = Embedder("default", progress=False).embed(items.texts)
+    local = select("fl", budget=15, embeddings=emb, optimizer="greedi", greedi_parts=3, seed=4)
+    assert got == [items.ids[i] for i in local.indices]
+    man = json.loads((tmp_path / "s.manifest.json").read_text())
+    assert man["stages"]["select"]["ray"]["parts"] == 3
+    assert man["stages"]["select"]["ray"]["seed"] == 4
+
+
+def test_select_on_ray_labels_with_workers(
+    cluster: object, pool_file: Path, tiny_lm_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "s.jsonl"
+    args = ["select", "--pool", str(pool_file), "--method", "selectit", "--lm", str(tiny_lm_dir),
+            "--u", "0.1", "--epochs", "2", "--budget", "12"]  # fmt: skip
+    code, output = _cli(*args, "--ray", cluster.address, "--cache-dir", str(tmp_path / "r"),  # type: ignore[attr-defined]
+                        "--out", str(out))  # fmt: skip
+    assert code == 0, output
+    man = json.loads((tmp_path / "s.manifest.json").read_text())
+    ray_rec = man["stages"]["label_points"]["ray"]
+    assert ray_rec["workers"] == 2 and len(ray_rec["nodes"]) == 2 and ray_rec["tiles_done"] >= 1
+    assert len(out.read_text().splitlines()) == 12
+    # The labels equal a local run's (same store layout, same function).
+    code, output = _cli(
+        *args, "--cache-dir", str(tmp_path / "l"), "--out", str(tmp_path / "l.jsonl")
+    )
+    assert code == 0, output
+    got = sorted((tmp_path / "r").glob("runs/*/labels-points/labels.npy"))
+    want = sorted((tmp_path / "l").glob("runs/*/labels-points/labels.npy"))
+    assert len(got) == len(want) == 1
+    np.testing.assert_allclose(np.load(got[0]), np.load(want[0]), rtol=1e-5, atol=1e-6)
+
+
+def test_estimate_on_ray_equals_local(cluster: object, tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    np.save(tmp_path / "pool.npy", rng.standard_normal((41, 8)).astype(np.float32))
+    np.save(tmp_path / "target.npy", rng.standard_normal((9, 8)).astype(np.float32))
+    net = _net_file(tmp_path / "net.safetensors")
+    common = ["estimate", "--net", str(net), "--pool", str(tmp_path / "pool.npy"), "--target",
+              str(tmp_path / "target.npy")]  # fmt: skip
+    for extra, name in (
+        ([], "d.npy"),
+        (["--top-k", "3"], "t.npz"),
+        (["--aggregate", "max"], "a.npy"),
+    ):
+        code, output = _cli(*common, *extra, "--out", str(tmp_path / f"local-{name}"))
+        assert code == 0, output
+        code, output = _cli(*common, *extra, "--ray", cluster.address, "--ray-shards", "4",  # type: ignore[attr-defined]
+                            "--out", str(tmp_path / f"ray-{name}"))  # fmt: skip
+        assert code == 0, output
+        a, b = np.load(tmp_path / f"local-{name}"), np.load(tmp_path / f"ray-{name}")
+        if name.endswith(".npz"):
+            np.testing.assert_array_equal(a["indices"], b["indices"])
+            np.testing.assert_array_equal(a["values"], b["values"])
+        else:
+            np.testing.assert_array_equal(a, b)
+    man = json.loads((tmp_path / "ray-a.npy.manifest.json").read_text())
+    assert man["results"]["ray"]["shards"] == 4

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from nncift.data import Items
+from nncift.distributed.cluster import RaySettings
 from nncift.embed import DEFAULT_EMBEDDER, Embedder
 from nncift.errors import InputError
 from nncift.io import atomic_path, write_text_atomic
@@ -74,6 +75,9 @@ class SelectOptions:
     selection: dict[str, Any] = field(default_factory=dict)
     #: NN-CIFT / influence-function settings (u, exact, lm, network) for the influence methods.
     valuation: ValuationOptions | None = None
+    #: Run on Ray (docs/scaling.md): labels on Ray workers, prediction in row shards, and
+    #: partition-and-merge selection one part per task. None = this machine only.
+    ray: RaySettings | None = None
 
 
 @dataclass
@@ -217,10 +221,8 @@ def run_select(
                 pool, target, pool_emb, target_emb, options, objective, manifest, progress, model_id
             )
             kwargs = _influence_inputs(objective, valuation)
-        from nncift.selection import select
-
         with manifest.stage("select", objective=objective) as rec:
-            result = select(objective, budget=k, seed=options.seed, **kwargs, **options.selection)
+            result = _select(objective, k, kwargs, options, rec)
             rec.update(mode=result.mode, optimizer=result.optimizer, timings=result.timings)
         indices, gains, value = result.indices, result.gains, float(result.objective)
 
@@ -233,6 +235,37 @@ def run_select(
         manifest.write(manifest_path(out_path))
         run.output = out_path
     return run
+
+
+def _select(
+    objective: str, k: int, inputs: dict[str, Any], options: SelectOptions, rec: dict[str, Any]
+) -> Any:
+    """Select locally, or with --ray by partition-and-merge, one Ray task per part, when the
+    objective allows it (fl on a square kernel or embeddings, graph cut, disparity)."""
+    from nncift.selection import select
+
+    if options.ray is not None:
+        from nncift.distributed.shards import PARTITIONABLE, select_partitioned
+
+        square = "represented_embeddings" not in inputs and (
+            "embeddings" in inputs
+            or ("kernel" in inputs and inputs["kernel"].shape[0] == inputs["kernel"].shape[1])
+        )
+        if objective in PARTITIONABLE and square:
+            extra = {
+                key: v
+                for key, v in options.selection.items()
+                if key not in ("optimizer", "greedi_parts", "n_jobs", "memory_limit")
+            }
+            result, info = select_partitioned(
+                options.ray, objective, budget=k, seed=options.seed, parts=options.ray.shards,
+                **inputs, **extra,
+            )  # fmt: skip
+            rec["ray"] = info.to_dict()
+            return result
+        rec["ray"] = f"selection ran on the driver: {objective} has no partition-and-merge"
+        log.warning("--ray: %s is selected on this machine (no partition-and-merge)", objective)
+    return select(objective, budget=k, seed=options.seed, **inputs, **options.selection)
 
 
 def valuation_options(options: SelectOptions) -> ValuationOptions:
@@ -302,6 +335,7 @@ def _value(
     valuer = Valuer(
         pool, target, pool_emb, target_emb, vopt,
         run_dir=run_dir, manifest=manifest, progress=progress, embedding_model=model_id,
+        ray=options.ray,
     )  # fmt: skip
     valuation = valuer.value(objective)
     manifest.results["valuation"] = valuation.info

@@ -19,10 +19,12 @@ determines them, so a rerun that changes only the budget or objective reruns sel
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import math
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -124,6 +126,7 @@ class Valuer:
         manifest: Manifest,
         progress: bool = True,
         embedding_model: str = "unknown",
+        ray: Any = None,
     ) -> None:
         if options.method not in INFLUENCE_METHODS:
             raise InputError(
@@ -139,6 +142,8 @@ class Valuer:
         self.manifest = manifest
         self.progress = progress
         self.embedding_model = embedding_model
+        #: `RaySettings` to label on Ray workers and predict in Ray shards (None: locally).
+        self.ray = ray
         self._lm: Any = None
 
     # ---------------------------------------------------------------- helpers
@@ -187,20 +192,33 @@ class Valuer:
             kw.setdefault("seed", self.opt.seed)
         return make(self.opt.method, self.pool, targets, lm=self._lm_model(), **kw)
 
-    def _labels(self, name: str, fn: Any, rows: np.ndarray, cols: np.ndarray | None) -> np.ndarray:
-        """Compute (or resume / reuse) labels K[rows][:, cols] into the run folder."""
+    def _labels(
+        self,
+        name: str,
+        targets: tuple[Items | None, np.ndarray | None],
+        rows: np.ndarray,
+        cols: np.ndarray | None,
+    ) -> np.ndarray:
+        """Compute (or resume / reuse) labels K[rows][:, cols] into the run folder.
+
+        targets: (the column items, their embeddings); (None, None) for a pool x pool kernel
+        or pointwise labels.
+        """
         from nncift.influence.store import compute_labels_with_progress
 
         out = self.run_dir / f"labels-{name}"
         with self.manifest.stage(f"label_{name}", rows=int(len(rows))) as rec:
-            run = compute_labels_with_progress(
-                fn,
-                out,
-                show=self.progress,
-                description=f"labelling {name} with {self.opt.method}",
-                rows=rows,
-                cols=cols,
-            )
+            with self._label_function(*targets) as labeller:
+                run = compute_labels_with_progress(
+                    labeller,
+                    out,
+                    show=self.progress,
+                    description=f"labelling {name} with {self.opt.method}",
+                    rows=rows,
+                    cols=cols,
+                )
+                if hasattr(labeller, "stats"):
+                    rec["ray"] = labeller.stats.to_dict()
             if not run.complete or run.values is None:
                 raise InputError(f"labelling {name} stopped before the end; rerun to resume")
             rec.update(
@@ -212,6 +230,50 @@ class Valuer:
             )
         return np.asarray(run.values, dtype=np.float32)
 
+    @contextlib.contextmanager
+    def _label_function(
+        self, targets: Items | None, target_emb: np.ndarray | None
+    ) -> Iterator[Any]:
+        """The influence function (LM loaded here), or with Ray one whose tiles run on Ray
+        workers that hold the LM (no LM loaded here).
+
+        DELIFT (SE) stays local: its labels are cosines of embeddings already computed here.
+        """
+        if self.ray is None or self.opt.method == "delift-se":
+            yield self._function(targets, target_emb)
+            return
+        from nncift.distributed.labels import FunctionSpec, RayInfluence
+
+        settings = dict(self.opt.influence_settings)
+        if self.opt.method == "less":
+            settings.setdefault("seed", self.opt.seed)
+        spec = FunctionSpec(
+            self.opt.method, settings, lm=self.opt.lm, dtype=self.opt.dtype or "auto",
+            max_length=self.opt.max_length, embedder=self.opt.embedder,
+        )  # fmt: skip
+        ray_fn = RayInfluence(
+            spec, self.pool, targets, self.ray.connect(),
+            workers=self.ray.workers, cpus_per_worker=self.ray.cpus_per_worker,
+            device=self.opt.device or "auto",
+        )  # fmt: skip
+        with ray_fn:
+            yield ray_fn
+
+    def _predict(self, path: Path, how: str, rows: np.ndarray, cols: np.ndarray | None) -> Any:
+        """Scores from the network at `path`: locally, or in Ray row shards."""
+        from nncift.scorer import PairwiseScorer
+
+        if self.ray is not None:
+            from nncift.distributed.shards import score_sharded
+
+            return score_sharded(self.ray, path, rows, cols, how=how)
+        scorer = PairwiseScorer.load(path)
+        if how == "dense":
+            return scorer.score(rows, cols)
+        if how == "pointwise":
+            return scorer.pointwise(rows)
+        return scorer.aggregate(rows, cols, how=how)
+
     def _network(
         self,
         name: str,
@@ -220,9 +282,8 @@ class Valuer:
         cols: np.ndarray | None,
         square: bool,
     ) -> Any:
-        """Train (or reuse) the network for one label block and return a Rust scorer."""
+        """Train (or reuse) the network for one label block; return its weight file."""
         from nncift.estimator import EstimatorSettings, InfluenceEstimator
-        from nncift.scorer import PairwiseScorer
 
         path = self.run_dir / f"net-{name}.safetensors"
         with self.manifest.stage(f"train_{name}") as rec:
@@ -249,7 +310,7 @@ class Valuer:
                     val_mse_scaled=est.val_mse_,
                     n_train_pairs=est.n_train_pairs_,
                 )
-        return PairwiseScorer.load(path)
+        return path
 
     # ---------------------------------------------------------------- stages
 
@@ -296,32 +357,30 @@ class Valuer:
     def _delift_family(self, objective: str) -> Valuation:
         m = len(self.pool)
         # The "data" kernel K[pool, pool]: candidates represent pool items.
-        fn = self._function(None, None)
         rows, cols = self._rows_cols(m, m, square=True)
         assert cols is not None
-        labels = self._labels("data", fn, rows, cols)
+        labels = self._labels("data", (None, None), rows, cols)
         lo, hi = float(labels.min()), float(labels.max())
         if self.opt.exact:
             data = labels
         else:
-            scorer = self._network("data", labels, rows, cols, square=True)
+            net = self._network("data", labels, rows, cols, square=True)
             with self.manifest.stage("predict_data", pairs=m * m):
-                data = scorer.score(self.pool_emb, self.pool_emb)
+                data = self._predict(net, "dense", self.pool_emb, self.pool_emb)
         val = Valuation(data_kernel=_scale01(data, lo, hi), info={"label_range_data": [lo, hi]})
         if objective in ("flmi", "flcg"):
             assert self.target is not None and self.target_emb is not None
             n = len(self.target)
-            fn_q = self._function(self.target, self.target_emb)
             rows, cols = self._rows_cols(m, n)
             assert cols is not None
-            labels = self._labels("pairwise", fn_q, rows, cols)
+            labels = self._labels("pairwise", (self.target, self.target_emb), rows, cols)
             lo, hi = float(labels.min()), float(labels.max())
             if self.opt.exact:
                 query = labels
             else:
-                scorer = self._network("pairwise", labels, rows, cols, square=False)
+                net = self._network("pairwise", labels, rows, cols, square=False)
                 with self.manifest.stage("predict_pairwise", pairs=m * n):
-                    query = scorer.score(self.pool_emb, self.target_emb)
+                    query = self._predict(net, "dense", self.pool_emb, self.target_emb)
             val.query_kernel = _scale01(query, lo, hi)
             val.info["label_range_pairwise"] = [lo, hi]
         return val
@@ -329,30 +388,28 @@ class Valuer:
     def _less(self) -> Valuation:
         assert self.target is not None and self.target_emb is not None
         m, n = len(self.pool), len(self.target)
-        fn = self._function(self.target, self.target_emb)
         rows, cols = self._rows_cols(m, n)
         assert cols is not None
-        labels = self._labels("pairwise", fn, rows, cols)
+        labels = self._labels("pairwise", (self.target, self.target_emb), rows, cols)
         if self.opt.exact:
             scores = labels.mean(axis=1)
         else:
-            scorer = self._network("pairwise", labels, rows, cols, square=False)
+            net = self._network("pairwise", labels, rows, cols, square=False)
             with self.manifest.stage("predict_pairwise", pairs=m * n):
                 # LESS's pointwise value: mean over the task's targets (one task here).
-                scores = scorer.aggregate(self.pool_emb, self.target_emb, how="mean")
+                scores = self._predict(net, "mean", self.pool_emb, self.target_emb)
         return Valuation(scores=np.asarray(scores, dtype=np.float32))
 
     def _pointwise(self) -> Valuation:
         m = len(self.pool)
-        fn = self._function(None, None)
         rows, _ = self._rows_cols(m, None)
-        labels = self._labels("points", fn, rows, None)
+        labels = self._labels("points", (None, None), rows, None)
         if self.opt.exact:
             scores = labels
         else:
-            scorer = self._network("points", labels, rows, None, square=False)
+            net = self._network("points", labels, rows, None, square=False)
             with self.manifest.stage("predict_points", points=m):
-                scores = scorer.pointwise(self.pool_emb)
+                scores = self._predict(net, "pointwise", self.pool_emb, None)
         return Valuation(scores=np.asarray(scores, dtype=np.float32))
 
 

@@ -10,6 +10,7 @@ import click
 import numpy as np
 
 from nncift.cli.main import cli, user_errors
+from nncift.cli.ray_options import ray_options, ray_settings
 from nncift.manifest import Manifest
 
 SUFFIXES = (".npy", ".parquet", ".npz")
@@ -115,14 +116,20 @@ def _write_table(path: Path, columns: dict[str, Any]) -> None:
     "--embedder", default=None, help="Embedder for data files (default: the network's own)."
 )
 @click.option("--n-jobs", type=int, default=0, show_default=True, help="Threads (0 = all cores).")
+@ray_options
 @click.pass_context
 @user_errors
 def estimate_cmd(ctx: click.Context, **kw: Any) -> None:
-    """Score every pool x target pair (or every pool item) with a trained InfluenceNetwork."""
+    """Score every pool x target pair (or every pool item) with a trained InfluenceNetwork.
+
+    With --ray the pool's rows are cut into shards scored by Ray tasks (Rust inside each);
+    the output is the same as a local run.
+    """
     from nncift.errors import InputError
     from nncift.io import atomic_path
     from nncift.scorer import PairwiseScorer
 
+    ray = ray_settings(kw)
     quiet = bool(ctx.obj.get("quiet", False))
     out = Path(kw["out"])
     if out.suffix.lower() not in SUFFIXES:
@@ -132,13 +139,13 @@ def estimate_cmd(ctx: click.Context, **kw: Any) -> None:
         raise InputError("--top-k and --aggregate are alternatives; give one")
     if top_k is not None and top_k < 1:
         raise InputError(f"--top-k must be >= 1, got {top_k}")
-    man = Manifest("estimate", options=dict(kw))
+    man = Manifest("estimate", options=dict(kw, ray=None if ray is None else vars(ray)))
     man.add_input("net", kw["net"])
     scorer = PairwiseScorer.load(kw["net"])
+    run = _Runner(scorer, kw["net"], kw["n_jobs"], ray, man)
     rows, row_ids = _embeddings(
         kw["pool"], kw["embedder"], scorer.embedding_model, man, "pool", quiet
     )
-    n_jobs = kw["n_jobs"]
 
     if scorer.kind == "pointwise":
         if kw["target"] or top_k is not None or agg is not None:
@@ -146,10 +153,10 @@ def estimate_cmd(ctx: click.Context, **kw: Any) -> None:
                 "a pointwise network scores items: --target, --top-k and --aggregate do not apply"
             )
         with man.stage("score") as rec:
-            scores = scorer.pointwise(rows, n_jobs=n_jobs)
+            scores = run("pointwise", rows)
             rec["items"] = len(scores)
         _write_per_row(out, scores, row_ids)
-        man.results = {"shape": [len(scores)]}
+        man.results.update(shape=[len(scores)])
     else:
         if kw["target"]:
             cols, col_ids = _embeddings(
@@ -162,7 +169,7 @@ def estimate_cmd(ctx: click.Context, **kw: Any) -> None:
             if top_k > n:
                 raise InputError(f"--top-k {top_k} is more than the {n} columns")
             with man.stage("topk") as rec:
-                idx, val = scorer.topk(rows, cols, top_k, n_jobs=n_jobs)
+                idx, val = run("topk", rows, cols, k=top_k)
                 rec["pairs"] = m * n
             if out.suffix.lower() == ".npz":
                 with atomic_path(out, suffix=".npz") as tmp, open(tmp, "wb") as fh:
@@ -185,13 +192,13 @@ def estimate_cmd(ctx: click.Context, **kw: Any) -> None:
                 raise InputError(
                     "--top-k writes .parquet (row, col, ids, rank, score) or .npz (indices, values)"
                 )
-            man.results = {"shape": [m, top_k]}
+            man.results.update(shape=[m, top_k])
         elif agg is not None:
             with man.stage("aggregate") as rec:
-                scores = scorer.aggregate(rows, cols, agg, n_jobs=n_jobs)
+                scores = run(agg, rows, cols)
                 rec["pairs"] = m * n
             _write_per_row(out, scores, row_ids)
-            man.results = {"shape": [m]}
+            man.results.update(shape=[m])
         else:
             if out.suffix.lower() != ".npy":
                 raise InputError(
@@ -202,14 +209,41 @@ def estimate_cmd(ctx: click.Context, **kw: Any) -> None:
             with man.stage("score") as rec, atomic_path(out, suffix=".npy") as tmp:
                 # Memory-mapped: the matrix goes straight to disk, never twice in memory.
                 mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(m, n))
-                scorer.score(rows, cols, n_jobs=n_jobs, out=mm)
+                run("dense", rows, cols, out=mm)
                 mm.flush()
                 del mm
                 rec["pairs"] = m * n
-            man.results = {"shape": [m, n]}
+            man.results.update(shape=[m, n])
     man.write(out.with_name(out.name + ".manifest.json"))
     if not quiet:
         click.echo(f"wrote {out} ({', '.join(str(s) for s in man.results['shape'])})")
+
+
+class _Runner:
+    """Scores locally (Rust threads) or on Ray shards (--ray), the same call either way."""
+
+    def __init__(self, scorer: Any, path: str, n_jobs: int, ray: Any, man: Manifest) -> None:
+        self.scorer, self.path, self.n_jobs, self.ray, self.man = scorer, path, n_jobs, ray, man
+
+    def __call__(
+        self, how: str, rows: np.ndarray, cols: np.ndarray | None = None, *, k: int = 0,
+        out: np.ndarray | None = None,
+    ) -> Any:  # fmt: skip
+        if self.ray is not None:
+            from nncift.distributed.shards import ShardStats, score_sharded
+
+            st = ShardStats()
+            res = score_sharded(self.ray, self.path, rows, cols, how=how, k=k, out=out, stats=st)
+            self.man.results["ray"] = st.to_dict()
+            return res
+        s, n = self.scorer, self.n_jobs
+        if how == "pointwise":
+            return s.pointwise(rows, n_jobs=n)
+        if how == "topk":
+            return s.topk(rows, cols, k, n_jobs=n)
+        if how == "dense":
+            return s.score(rows, cols, n_jobs=n, out=out)
+        return s.aggregate(rows, cols, how, n_jobs=n)
 
 
 def _ids(ids: list[str] | None, index: np.ndarray) -> list[str]:

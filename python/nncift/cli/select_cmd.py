@@ -9,6 +9,7 @@ import click
 
 from nncift.cli.common import data_options, echo_summary, load_pool
 from nncift.cli.main import cli, user_errors
+from nncift.cli.ray_options import ray_options, ray_settings
 from nncift.cli.selection_options import selection_kwargs, selection_options
 
 DEFAULT_POOL = "builtin:ifbench"
@@ -119,6 +120,7 @@ DEFAULT_POOL = "builtin:ifbench"
 )
 @data_options
 @selection_options
+@ray_options
 @click.pass_context
 @user_errors
 def select_command(
@@ -154,6 +156,7 @@ def select_command(
     from nncift.valuation import ValuationOptions
 
     quiet = ctx.obj.get("quiet", False)
+    ray = ray_settings(rest)
     check_output_path(Path(out))
     manifest = Manifest(command="select")
     pool_items = load_pool(pool, rest, manifest, "pool")
@@ -169,6 +172,7 @@ def select_command(
         batch_size=batch_size,
         cache_dir=cache_dir,
         selection=kwargs,
+        ray=ray,
         valuation=ValuationOptions(
             u=u,
             exact=exact,
