@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import polars as pl
 import pytest
@@ -11,6 +13,7 @@ from nncift.estimator import (
     InfluenceEstimator,
     PairLabels,
     read_labels,
+    select_one_se,
     settings_for,
 )
 from nncift.split import u_split
@@ -133,6 +136,76 @@ def test_auto_picks_cosine_linear_for_cosine_labels(data) -> None:
     )
     full = est.predict(rows, cols, use_rust=False)
     np.testing.assert_allclose(full, 2.0 * (rows @ cols.T) + 0.5, atol=1e-4)
+
+
+def test_one_se_rule_prefers_the_simpler_candidate_within_noise() -> None:
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(12), 10)  # 12 held-out items, 10 validation pairs each
+    item_noise = rng.normal(size=12)[groups] ** 2  # items differ in difficulty
+    simple = item_noise + rng.normal(size=120) ** 2
+    # A complex candidate that is lower by far less than the noise between items: not enough.
+    slightly = simple - 1e-3 + 0.05 * rng.normal(size=120)
+    chosen, ses = select_one_se(
+        ["simple", "complex"], {"simple": simple, "complex": slightly}, groups
+    )
+    assert np.mean(slightly) < np.mean(simple)
+    assert chosen == "simple" and set(ses) == {"simple", "complex"} and ses["complex"] == 0.0
+    # Lower on every item by a clear margin: the complex candidate wins.
+    clearly = simple * 0.5
+    chosen, _ = select_one_se(["simple", "complex"], {"simple": simple, "complex": clearly}, groups)
+    assert chosen == "complex"
+    # Rows and columns are the same items (square kernel): an item effect enters a pair twice,
+    # and deleting an item removes its row and its column, so the SE is about twice the
+    # rows-only one (pairs are not independent units).
+    k = 30
+    alpha = rng.normal(size=k)
+    alpha -= alpha.mean()  # "x" stays the best
+    a, b = np.meshgrid(np.arange(k), np.arange(k), indexing="ij")
+    a, b = a.ravel(), b.ravel()
+    base = np.full(k * k, 1.0)
+    other = base + 0.02 + alpha[a] + alpha[b]
+    _, se_sq = select_one_se(["x", "y"], {"x": base, "y": other}, a, b, square=True)
+    _, se_rows = select_one_se(["x", "y"], {"x": base, "y": other}, a)
+    assert 1.8 < se_sq["y"] / se_rows["y"] < 2.2
+    # Fewer than two held-out items: no noise estimate, the lowest wins.
+    one = np.zeros(120, np.int64)
+    chosen, ses = select_one_se(["simple", "complex"], {"simple": simple, "complex": slightly}, one)
+    assert chosen == "complex" and ses == {}
+
+
+def test_auto_rules(data) -> None:
+    rows, cols = data
+    lab = _additive(rows[:40], cols[:30]) + 0.3 * (rows[:40] @ cols[:30].T)
+    with pytest.raises(InputError, match="auto_rule"):
+        EstimatorSettings(auto_rule="best")
+    mins = InfluenceEstimator(
+        dataclasses.replace(FAST, auto_rule="min"), variant="auto", random_state=0, progress=False
+    ).fit(rows, cols, lab)
+    vals = mins.candidates_
+    assert mins.variant_ == min(vals, key=lambda k: vals[k])
+    assert mins.candidates_se_ == {}
+    one = InfluenceEstimator(FAST, variant="auto", random_state=0, progress=False).fit(
+        rows, cols, lab
+    )
+    assert one.candidates_ == vals  # same candidates, same seeds; only the choice differs
+    assert set(one.candidates_se_) == set(vals) and set(one.candidate_networks_) == set(vals)
+    best = min(vals.values())
+    assert vals[one.variant_] <= best + one.candidates_se_[one.variant_] + 1e-12
+
+
+def test_closed_form_proxies_are_refitted_on_all_labelled_pairs(data) -> None:
+    rows, cols = data
+    cos = rows[:30] @ cols[:20].T  # unit vectors: the cosine
+    noise = np.random.default_rng(3).normal(size=cos.shape)
+    lab = 2.0 * cos + 0.5 + 0.3 * noise
+    a, b = np.polyfit(cos.ravel(), lab.ravel(), 1)
+    est = InfluenceEstimator(FAST, variant="cosine-linear", random_state=0, progress=False)
+    pred = est.fit(rows, cols, lab).predict(rows[:30], cols[:20], use_rust=False)
+    np.testing.assert_allclose(pred, a * cos + b, atol=1e-5)
+    off = dataclasses.replace(FAST, refit=False)
+    est = InfluenceEstimator(off, variant="cosine-linear", random_state=0, progress=False)
+    pred = est.fit(rows, cols, lab).predict(rows[:30], cols[:20], use_rust=False)
+    assert np.abs(pred - (a * cos + b)).max() > 1e-3  # fitted on the training pairs only
 
 
 def test_square_and_pointwise(data) -> None:

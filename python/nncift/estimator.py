@@ -18,8 +18,9 @@ with the fixes method.md asks for:
 Variants (`variant=`): "paper" (default, the paper's network), "concat", "cosine-feature",
 "bilinear", "cosine-residual" (a cos + b + MLP, weight decay; starts at the cosine-linear fit),
 "cosine-linear" and "constant" (closed-form proxies, still exported as networks), and "auto",
-which fits the candidates and keeps the one with the lowest held-out-item validation MSE —
-so the estimator is never worse, on validation, than the cheapest proxy.
+which fits the candidates and keeps, by default, the simplest one whose held-out-item
+validation MSE is within one standard error (over held-out items) of the lowest — so the
+estimator is never worse, on validation beyond its noise, than the cheapest proxy.
 """
 
 from __future__ import annotations
@@ -52,7 +53,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
 _MIN_BOTH_PAIRS = 50
 # Closed-form variants: fitted by least squares, no gradient steps.
 _CLOSED_FORM = ("cosine-linear", "constant")
+# In order of complexity (parameters): the "one-se" rule of `auto` prefers the earlier ones.
 AUTO_CANDIDATES = ("constant", "cosine-linear", "paper", "cosine-residual", "bilinear")
+AUTO_RULES = ("one-se", "min")
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,14 @@ class EstimatorSettings:
         Q4; falls back to "unseen-any" below 50 such pairs) or "unseen-any" (any pair touching
         a held-out item, like Q2-Q4). Pairs touching a held-out item never train either way.
     label_scaling: "standard" (mean / std), "minmax" or "none"; fitted on training labels only.
+    auto_rule: how variant="auto" chooses among its candidates (listed simplest first):
+        "one-se" keeps the simplest candidate whose validation MSE exceeds the lowest by at
+        most one standard error of that paired difference, estimated over the held-out items
+        (a candidate must win by more than the validation noise); "min" keeps the lowest.
+    refit: after validation, refit the closed-form proxies (constant, cosine-linear: nothing
+        to early-stop) on all labelled pairs, held-out items included, as a final model is
+        refitted after model selection. Networks keep their early-stopped weights; val_mse_
+        stays the validation MSE of the fit on the training pairs.
     """
 
     hidden_sizes: tuple[int, ...] = (100,)
@@ -86,6 +97,8 @@ class EstimatorSettings:
     patience: int | None = 5
     label_scaling: str = "standard"
     val_pairs: str = "unseen-both"
+    auto_rule: str = "one-se"
+    refit: bool = True
 
     def __post_init__(self) -> None:
         if self.lr <= 0 or self.epochs < 0 or self.batch_size < 1:
@@ -107,6 +120,8 @@ class EstimatorSettings:
             )
         if self.weight_decay < 0:
             raise InputError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.auto_rule not in AUTO_RULES:
+            raise InputError(f"auto_rule must be one of {AUTO_RULES}, got {self.auto_rule!r}")
 
 
 def settings_for(variant: str, base: EstimatorSettings | None = None) -> EstimatorSettings:
@@ -322,7 +337,8 @@ class InfluenceEstimator:
     """Learn an influence function from labelled pairs (or points) of embedded items.
 
     settings: EstimatorSettings (network and training), the paper's by default.
-    variant: a name in VARIANTS, or "auto" (pick by held-out-item validation MSE).
+    variant: a name in VARIANTS, or "auto" (choose by held-out-item validation MSE, with
+        `settings.auto_rule`).
         The variant's overrides are applied on top of `settings`.
     kind: "pairwise" or "pointwise".
     device: "auto" (CUDA when available), "cpu", "cuda", ...
@@ -335,6 +351,9 @@ class InfluenceEstimator:
     Learned attributes: network_ (InfluenceNetwork, on CPU), variant_, settings_,
     label_offset_, label_scale_, history_ (per-epoch dicts), best_epoch_, val_mse_
     (scaled units, None without validation), candidates_ (auto: variant -> val MSE),
+    candidates_se_ (auto, one-se rule: variant -> SE over held-out items of its val-MSE
+    difference to the lowest), candidate_networks_ / candidate_histories_ (variant -> its
+    trained network on CPU / its history),
     val_rows_, val_cols_ (held-out items), random_state_, embedding_dim_, n_train_pairs_.
     """
 
@@ -495,12 +514,32 @@ class InfluenceEstimator:
             torch.manual_seed(seed + k)
             net, hist, best_epoch, best_val = _train_one(name, st, data, seed + k, self.progress)
             results[name] = (best_val, net, hist, best_epoch, st)
+        self.candidates_se_: dict[str, float] = {}
         if self.variant == "auto":
             self.candidates_ = {n: r[0] for n, r in results.items()}
             chosen = min(results, key=lambda n: _nan_inf(results[n][0]))
+            if base.auto_rule == "one-se" and len(val_idx):
+                errors = {}
+                for n in names:
+                    with torch.no_grad():
+                        p = _forward_idx(results[n][1], data, val_idx).double().cpu().numpy()
+                    errors[n] = (p - data.y_scaled[val_idx]) ** 2
+                chosen, self.candidates_se_ = select_one_se(
+                    list(names),
+                    errors,
+                    lab.rows[val_idx],
+                    None if pointwise else lab.cols[val_idx],
+                    square=square,
+                )
         else:
             self.candidates_ = {names[0]: results[names[0]][0]}
             chosen = names[0]
+        if base.refit and len(val_idx):
+            for n in names:
+                if n in _CLOSED_FORM:
+                    _refit_closed_form(results[n][1], n, data)
+        self.candidate_networks_ = {n: r[1].cpu().eval() for n, r in results.items()}
+        self.candidate_histories_ = {n: r[2] for n, r in results.items()}
         best_val, net, hist, best_epoch, st = results[chosen]
         self.variant_ = chosen
         self.settings_ = st
@@ -642,6 +681,76 @@ class InfluenceEstimator:
         )
 
 
+def select_one_se(
+    names: list[str],
+    sq_errors: dict[str, np.ndarray],
+    rows: np.ndarray,
+    cols: np.ndarray | None = None,
+    *,
+    square: bool = False,
+) -> tuple[str, dict[str, float]]:
+    """The one-standard-error rule, with the noise estimated over held-out items.
+
+    names: candidates, simplest first. sq_errors: candidate -> (n,) squared errors on the
+    same n validation pairs (i, j) = (rows[k], cols[k]); cols None for pointwise labels;
+    square: rows and columns index the same items (a pool x pool kernel).
+    Best = the lowest validation MSE. For each candidate c, the mean difference
+    mean(err_c - err_best) gets a delete-one-item jackknife standard error: pairs that share
+    an item (as row or column) are correlated, so the items, not the pairs, are the units
+    (square: deleting an item removes its row and its column; otherwise the row-item and
+    the column-item jackknife variances add). c is acceptable if its mean difference is at
+    most one SE; the first acceptable candidate in `names` order is returned, with
+    {candidate: SE}. With fewer than 2 items on every side the lowest MSE wins.
+    """
+    mse = {n: float(np.mean(sq_errors[n])) for n in names}
+    best = min(names, key=lambda n: mse[n] if np.isfinite(mse[n]) else float("inf"))
+    sides: list[tuple[np.ndarray, np.ndarray | None]]
+    if square and cols is not None:
+        sides = [(rows, cols)]
+    else:
+        sides = [(rows, None)] + ([(cols, None)] if cols is not None else [])
+    ses: dict[str, float] = {}
+    chosen = None
+    for n in names:
+        d = sq_errors[n] - sq_errors[best]
+        var, usable = 0.0, False
+        for a, b in sides:
+            v = _jackknife_var(d, a, b)
+            if v is not None:
+                var, usable = var + v, True
+        if not usable:
+            return best, {}
+        ses[n] = float(np.sqrt(var))
+        if chosen is None and np.isfinite(mse[n]) and float(d.mean()) <= ses[n]:
+            chosen = n  # best itself always qualifies (d = 0), so chosen is set by then
+    return (chosen or best), ses
+
+
+def _jackknife_var(d: np.ndarray, a: np.ndarray, b: np.ndarray | None) -> float | None:
+    """Delete-one-item jackknife variance of mean(d).
+
+    Pair k touches item a[k], and also b[k] when b is given (items index both sides).
+    None with fewer than 2 items, or when deleting an item would leave no pairs.
+    """
+    items = np.unique(a if b is None else np.concatenate([a, b]))
+    k = len(items)
+    if k < 2:
+        return None
+    ia = np.searchsorted(items, a)
+    s_k = np.bincount(ia, weights=d, minlength=k)
+    n_k = np.bincount(ia, minlength=k).astype(np.float64)
+    if b is not None:
+        ib = np.searchsorted(items, b)
+        diag = ia == ib  # a pair (x, x) touches its item once
+        s_k += np.bincount(ib, weights=np.where(diag, 0.0, d), minlength=k)
+        n_k += np.bincount(ib, weights=(~diag).astype(np.float64), minlength=k)
+    rest = len(d) - n_k
+    if np.any(rest <= 0):
+        return None
+    theta = (d.sum() - s_k) / rest
+    return float((k - 1) / k * np.sum((theta - theta.mean()) ** 2))
+
+
 # ---------------------------------------------------------------------------------------
 # training internals
 # ---------------------------------------------------------------------------------------
@@ -664,14 +773,27 @@ def _cosines(data: _Data, idx: np.ndarray) -> np.ndarray:
     return np.asarray(((r * c).sum(axis=1) / (nr * nc)), dtype=np.float64)
 
 
-def _cosine_fit(data: _Data) -> tuple[float, float]:
-    """Least-squares a, b with y_scaled ~ a cos + b on the training pairs."""
-    x = _cosines(data, data.train_idx)
-    y = data.y_scaled[data.train_idx]
+def _cosine_fit(data: _Data, idx: np.ndarray | None = None) -> tuple[float, float]:
+    """Least-squares a, b with y_scaled ~ a cos + b on the pairs idx (default: training)."""
+    idx = data.train_idx if idx is None else idx
+    x = _cosines(data, idx)
+    y = data.y_scaled[idx]
     if np.ptp(x) == 0:
         return 0.0, float(y.mean())
     a, b = np.polyfit(x, y, 1)
     return float(a), float(b)
+
+
+def _refit_closed_form(net: Any, name: str, data: _Data) -> None:
+    """Refit a closed-form proxy in place on every labelled pair (held-out items included)."""
+    import torch
+
+    idx = np.arange(len(data.lab))
+    a, b = (0.0, float(data.y_scaled.mean())) if name == "constant" else _cosine_fit(data, idx)
+    with torch.no_grad():
+        net.linear(0).bias.fill_(b)
+        if net.cosine_weight is not None:
+            net.cosine_weight.fill_(a)
 
 
 def _val_mse(net: Any, data: _Data) -> float | None:
@@ -871,6 +993,7 @@ def _progress(enabled: bool, total: int, name: str) -> tuple[Any, Any] | None:
 
 __all__ = [
     "AUTO_CANDIDATES",
+    "AUTO_RULES",
     "VARIANTS",
     "EstimatorSettings",
     "InfluenceEstimator",
