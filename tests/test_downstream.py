@@ -86,3 +86,18 @@ def test_nearest_demonstrations_and_icl_run(lm) -> None:  # type: ignore[no-unty
     tests = items([("question 2", "answer 2"), ("question 1", "answer 1")])
     scores = icl_evaluate(lm, pool, sel, tests, test, k=2, max_new_tokens=4)
     assert len(scores.generations) == 2 and 0.0 <= scores.rouge1 <= 1.0
+
+
+def test_icl_generation_cache_reuses_identical_prompts(lm) -> None:  # type: ignore[no-untyped-def]
+    sel = np.eye(4, dtype=np.float32)
+    test = np.array([[0, 0, 1, 0], [0, 0, 1, 0]], dtype=np.float32)
+    pool = items([(f"question {i}", f"answer {i}") for i in range(4)])
+    tests = items([("question 2", "answer 2"), ("question 2", "answer 2")])
+    cache: dict[str, str] = {}
+    first = icl_evaluate(lm, pool, sel, tests, test, k=1, max_new_tokens=4, generation_cache=cache)
+    assert len(cache) == 1  # both test items see the same input ids: one generation
+    plain = icl_evaluate(lm, pool, sel, tests, test, k=1, max_new_tokens=4)
+    assert first.generations == plain.generations
+    cache[next(iter(cache))] = "cached answer"
+    again = icl_evaluate(lm, pool, sel, tests, test, k=1, max_new_tokens=4, generation_cache=cache)
+    assert again.generations == ["cached answer", "cached answer"]

@@ -15,10 +15,12 @@ LM is loaded on one.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -160,6 +162,12 @@ def _generate(lm: Any, model: Any, prompt_ids: list[int], max_new_tokens: int) -
     return str(lm.tokenizer.decode(out[0, len(ids) :], skip_special_tokens=True)).strip()
 
 
+def generation_key(lm: Any, prompt_ids: Sequence[int], max_new_tokens: int) -> str:
+    """Key of one greedy generation: the model, the exact input ids and the length cap."""
+    spec = [str(getattr(lm, "name", "")), [int(x) for x in prompt_ids], int(max_new_tokens)]
+    return hashlib.sha256(json.dumps(spec).encode()).hexdigest()[:24]
+
+
 def score_generations(
     generations: list[str], references: list[str], embedder: Any | None, seconds: float
 ) -> GenerationScores:
@@ -201,10 +209,14 @@ def icl_evaluate(
     max_new_tokens: int = 48,
     max_demo_chars: int = 600,
     embedder: Any | None = None,
+    generation_cache: MutableMapping[str, str] | None = None,
 ) -> GenerationScores:
     """ICL with the `k` nearest selected items as demonstrations for each test prompt.
 
     selected_emb: (S, d) float32; test_emb: (T, d) float32, both L2-normalised.
+    generation_cache: optional map from `generation_key` to the greedy answer; subsets that
+    give a test prompt the same demonstrations then share one generation (greedy decoding of
+    the same input ids is deterministic), and new answers are added to it.
     """
     if len(selected) == 0 and k > 0:
         raise InputError("ICL evaluation with k > 0 demonstrations needs a non-empty subset")
@@ -218,9 +230,15 @@ def icl_evaluate(
             (selected.prompts[j][:max_demo_chars], selected.responses[j][:max_demo_chars])
             for j in nearest[t][::-1]  # the most similar demonstration sits next to the query
         ]
-        generations.append(
-            _generate(lm, lm.model, _chat(lm, demos, test.prompts[t]), max_new_tokens)
-        )
+        ids = _chat(lm, demos, test.prompts[t])
+        key = generation_key(lm, ids, max_new_tokens) if generation_cache is not None else ""
+        if generation_cache is not None and key in generation_cache:
+            generations.append(generation_cache[key])
+            continue
+        text = _generate(lm, lm.model, ids, max_new_tokens)
+        if generation_cache is not None:
+            generation_cache[key] = text
+        generations.append(text)
     return score_generations(generations, test.responses, embedder, time.perf_counter() - t0)
 
 
