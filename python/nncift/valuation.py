@@ -60,7 +60,7 @@ class ValuationOptions:
     embedder: str = "default"
     seed: int = 0
     #: "auto" fits the paper's network and its similarity-aware and closed-form rivals and keeps
-    #: the one with the lowest error on held-out items (docs/network.md: on real data the
+    #: the simplest one within one standard error of the lowest error on held-out items (docs/network.md: on real data the
     #: paper's network alone predicted unseen pairs 2.3x worse than a cosine fit).
     variant: str = "auto"
     epochs: int = 20

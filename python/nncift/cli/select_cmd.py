@@ -68,8 +68,8 @@ DEFAULT_POOL = "builtin:ifbench"
     "variant",
     default="auto",
     show_default=True,
-    help="InfluenceNetwork variant: auto (fit the paper's network and its rivals, keep the lowest "
-    "held-out-item error), paper (the paper's MLP only), or another variant of "
+    help="InfluenceNetwork variant: auto (fit the paper's network and its rivals, keep the simplest "
+    "within one standard error of the lowest held-out-item error), paper (the paper's MLP only), or another variant of "
     "nncift.estimator.VARIANTS.",
 )
 @click.option(

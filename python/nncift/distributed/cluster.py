@@ -223,7 +223,8 @@ def connect(
         # Ray's own rule for no address: RAY_ADDRESS, else a cluster `ray start` runs on
         # this machine, else a new single-node Ray here.
         kwargs.update(num_cpus=num_cpus, include_dashboard=False)
-    _init_within(ray, address, kwargs, None if started else timeout)
+    remote = address not in (None, "local", "auto")  # else Ray may start one here
+    _init_within(ray, address, kwargs, timeout if remote else None)
     res = dict(ray.cluster_resources())
     log.info("connected to Ray (%s): %s", address or "local", res)
     return Cluster(address, res, len(ray.nodes()), started_here=started)
@@ -236,6 +237,14 @@ def _init_within(
     another service) and Ray then retries its handshake for about 20 s on its own."""
     import threading
 
+    if timeout is None:
+        # Starting Ray here: no remote handshake to bound, and Ray's local start expects the
+        # main thread (its GCS client gave up after 60 s when started from a helper thread).
+        try:
+            ray.init(address=address, **kwargs)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise InputError(f"cannot start Ray on this machine: {exc}") from exc
+        return
     box: dict[str, BaseException] = {}
 
     def init() -> None:
