@@ -412,3 +412,33 @@ def test_estimate_on_ray_equals_local(cluster: object, tmp_path: Path) -> None:
             np.testing.assert_array_equal(a, b)
     man = json.loads((tmp_path / "ray-a.npy.manifest.json").read_text())
     assert man["results"]["ray"]["shards"] == 4
+
+
+def test_ray_local_starts_a_cluster_in_a_fresh_process(tmp_path: Path) -> None:
+    # `--ray local` (and a bare --ray with no cluster around) starts Ray inside the command.
+    rng = np.random.default_rng(5)
+    np.save(tmp_path / "pool.npy", rng.standard_normal((23, 8)).astype(np.float32))
+    net = _net_file(tmp_path / "net.safetensors")
+    common = ["estimate", "--net", str(net), "--pool", str(tmp_path / "pool.npy")]
+    code, output = _cli(*common, "--out", str(tmp_path / "local.npy"))
+    assert code == 0, output
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from nncift.cli import main; main()",
+            "-q",
+            *common,
+            "--ray",
+            "local",
+            "--ray-shards",
+            "2",
+            "--out",
+            str(tmp_path / "ray.npy"),
+        ],  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    np.testing.assert_array_equal(np.load(tmp_path / "ray.npy"), np.load(tmp_path / "local.npy"))
