@@ -183,35 +183,26 @@ def test_label_cli_on_ray(
     assert man["stages"]["label"]["ray"]["tiles_done"] == 6
 
 
+def _cli_process(*args: str) -> subprocess.CompletedProcess[str]:
+    """`nncift ARGS` in a fresh process, as a user runs it (this one is connected to Ray)."""
+    return subprocess.run(
+        [sys.executable, "-c", "from nncift.cli import main; main()", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
 @pytest.mark.parametrize("address", ["127.0.0.1:1", "10.255.255.1:6379"])
 def test_unreachable_address_fails_fast_with_a_clear_error(address: str, tmp_path: Path) -> None:
     # A fresh process, as a user runs it (this one is connected to the test cluster).
     # 127.0.0.1:1 refuses; 10.255.255.1 either drops packets (TCP timeout) or, behind a
     # proxy that accepts every connection, never completes Ray's handshake: both time out.
     t0 = time.perf_counter()
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "from nncift.cli import main; main()",
-            "label",
-            "--method",
-            "delift-se",
-            "--pool",
-            "builtin:ifbench",
-            "--limit",
-            "40",
-            "--ray",
-            address,
-            "--ray-timeout",
-            "3",
-            "--out",
-            str(tmp_path / "o"),
-        ],  # fmt: skip
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    res = _cli_process(
+        "label", "--method", "delift-se", "--pool", "builtin:ifbench", "--limit", "40",
+        "--ray", address, "--ray-timeout", "3", "--out", str(tmp_path / "o"),
+    )  # fmt: skip
     assert res.returncode == 1, res.stderr
     assert f"cannot reach a Ray cluster at {address}" in res.stderr or (
         f"cannot connect to a Ray cluster at {address}: no Ray handshake within 3 s" in res.stderr
@@ -422,23 +413,8 @@ def test_ray_local_starts_a_cluster_in_a_fresh_process(tmp_path: Path) -> None:
     common = ["estimate", "--net", str(net), "--pool", str(tmp_path / "pool.npy")]
     code, output = _cli(*common, "--out", str(tmp_path / "local.npy"))
     assert code == 0, output
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "from nncift.cli import main; main()",
-            "-q",
-            *common,
-            "--ray",
-            "local",
-            "--ray-shards",
-            "2",
-            "--out",
-            str(tmp_path / "ray.npy"),
-        ],  # fmt: skip
-        capture_output=True,
-        text=True,
-        timeout=300,
+    res = _cli_process(
+        "-q", *common, "--ray", "local", "--ray-shards", "2", "--out", str(tmp_path / "ray.npy")
     )
     assert res.returncode == 0, res.stderr[-2000:]
     np.testing.assert_array_equal(np.load(tmp_path / "ray.npy"), np.load(tmp_path / "local.npy"))

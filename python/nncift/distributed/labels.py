@@ -252,17 +252,7 @@ class RayInfluence:
                 ) from exc
             except ray.exceptions.RayActorError as exc:
                 raise InputError(f"a Ray worker died while starting: {exc}") from exc
-            check_versions(self.cluster.versions, w.hello["versions"], f"node {w.hello['node']}")
-            if self._config is None:
-                self._config = w.hello["config"]
-            elif w.hello["config"] != self._config:
-                raise InputError(
-                    "Ray workers built different influence-function configs "
-                    f"({w.hello['config']} vs {self._config}); check the model on each node"
-                )
-            self.stats.worker_pids.append(int(w.hello["pid"]))
-            if w.hello["node"] not in self.stats.nodes:
-                self.stats.nodes.append(w.hello["node"])
+            self._accept(w)
         self.stats.startup_seconds += time.perf_counter() - t0
 
     def start(self) -> None:
@@ -388,11 +378,24 @@ class RayInfluence:
             log.warning("a replacement Ray worker failed to start: %s", exc)
             self._workers.remove(w)
             return
-        check_versions(self.cluster.versions, w.hello["versions"], f"node {w.hello['node']}")
-        if w.hello["config"] != self._config:
-            raise InputError("a replacement Ray worker built a different influence function")
-        self.stats.worker_pids.append(int(w.hello["pid"]))
+        self._accept(w)
         self.stats.workers += 1
+
+    def _accept(self, w: _Worker) -> None:
+        """Check a started worker's versions and config against the driver and the others;
+        record its pid and node."""
+        assert w.hello is not None
+        check_versions(self.cluster.versions, w.hello["versions"], f"node {w.hello['node']}")
+        if self._config is None:
+            self._config = w.hello["config"]
+        elif w.hello["config"] != self._config:
+            raise InputError(
+                "Ray workers built different influence-function configs "
+                f"({w.hello['config']} vs {self._config}); check the model on each node"
+            )
+        self.stats.worker_pids.append(int(w.hello["pid"]))
+        if w.hello["node"] not in self.stats.nodes:
+            self.stats.nodes.append(w.hello["node"])
 
 
 __all__ = ["FunctionSpec", "LabelWorker", "RayInfluence", "RayStats"]
