@@ -77,14 +77,14 @@ class Config:
     # Downstream on the chatterbot pool whose DELIFT / LESS / SelectIT values are all computed.
     less_epochs: int = 2  # LESS warm-up epochs = checkpoints (paper: 4)
     less_warmup: float = 0.1  # LESS warm-up share of the pool (paper: 0.05)
-    ds_u: float = 0.3  # NN-CIFT's labelled share of items on the small pool
+    ds_u: float = 0.2  # NN-CIFT's labelled share of items on the small pool
     ds_budget: float = 0.3  # v
     ds_seeds: tuple[int, ...] = (0, 1, 2)
-    ds_n_test: int = 6  # test prompts per seed
+    ds_n_test: int = 20  # test prompts per seed
     ds_k: int = 2
     ds_new_tokens: int = 12
     ds_demo_chars: int = 300
-    lora_seeds: tuple[int, ...] = (0,)
+    lora_seeds: tuple[int, ...] = (0, 1, 2)
     lora: dict[str, Any] = field(
         default_factory=lambda: {
             "epochs": 2,
@@ -102,13 +102,13 @@ FULL = Config(
     n=500,
     us=(0.02, 0.05, 0.1, 0.2),
     extra_seeds=(1, 2),
-    delift_m=40,
-    delift_n=30,
-    delift_us=(0.2, 0.3, 0.5),
+    delift_m=100,
+    delift_n=50,
+    delift_us=(0.1, 0.2, 0.3),
     delift_max_seconds=720.0,
-    cost_delift=(2, 4),
-    cost_selectit=2,
-    cost_less=(2, 2, 2),
+    cost_delift=(4, 8),
+    cost_selectit=4,
+    cost_less=(2, 4, 4),
     cost_embed=32,
     budgets=(0.3, 0.1),
 )
@@ -133,6 +133,7 @@ QUICK = Config(
     ds_seeds=(0, 1),
     ds_n_test=3,
     ds_new_tokens=8,
+    lora_seeds=(0,),
     lora={"epochs": 1, "lr": 1e-3, "rank": 8, "batch_size": 4, "max_length": 128},
 )
 # What the report extrapolates the cost table to (the issue's pool, whatever the run size).
@@ -293,7 +294,7 @@ def measure_costs(cfg: Config, data: Data, lm: Any, cache: Cache) -> dict[str, A
     key = {
         "cfg": cfg.name,
         "m": cfg.m,
-        "v": 3,
+        "v": 4,  # 4: re-measured on an idle box with larger samples
         "sample": [cfg.cost_delift, cfg.cost_selectit, cfg.cost_less],
     }
 
@@ -453,7 +454,7 @@ def measure_costs(cfg: Config, data: Data, lm: Any, cache: Cache) -> dict[str, A
             "predict_pointwise_s": point_predict_s,
         }
 
-    nn = cache.json("cost-nn", {"cfg": cfg.name, "m": cfg.m, "n": cfg.n, "v": 2}, nn_stages)
+    nn = cache.json("cost-nn", {"cfg": cfg.name, "m": cfg.m, "n": cfg.n, "v": 3}, nn_stages)
     # The network stages scale with the pool: rescale a quick run's measurement to 2,000 x 500.
     f_pairs = (COST_M * COST_N) / (nn["pool"] * nn["targets"])
     f_rows = COST_M / nn["pool"]
@@ -523,13 +524,18 @@ def _small_items(cfg: Config) -> tuple[Any, Any, Any]:
     return pool, tgt, rest
 
 
-def exact_labels(cfg: Config, lm: Any, cache: Cache) -> dict[str, Any]:
+def exact_labels(
+    cfg: Config, lm: Any, cache: Cache, only: set[str] | None = None
+) -> dict[str, Any]:
     """Every pair / item of the chatterbot pool valued by DELIFT, LESS and SelectIT on SmolLM2.
 
     The values are kept in `benches/data/chatterbot_labels_{m}x{n}.npz` (full run) so a rerun
     skips the LM passes; an entry is reused only when the hash of its inputs (the function's
     settings, the LM, the pool and target texts) matches. Otherwise the labels are computed
     with `nncift.influence.store.compute_labels` (resumable tiles in the cache) and saved.
+
+    `only` computes just those functions' tiles and saves nothing: two processes can then
+    label on two cores at once (`--labels-only`), and the next full run finds every tile done.
     """
     from nncift.influence.delift import Delift
     from nncift.influence.less import Less
@@ -576,6 +582,8 @@ def exact_labels(cfg: Config, lm: Any, cache: Cache) -> dict[str, Any]:
     }
     changed = False
     for name, (fn, tile_rows) in fns.items():
+        if only is not None and name not in only:
+            continue
         spec = {
             "config": fn.config(),
             "pool": items_digest(pool),
@@ -597,7 +605,7 @@ def exact_labels(cfg: Config, lm: Any, cache: Cache) -> dict[str, Any]:
         stored[name] = np.asarray(values, dtype=np.float32)
         out[name] = {"values": stored[name], "reused": False, **meta[name]}
         changed = True
-    if changed:
+    if changed and only is None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp.npz")
         np.savez_compressed(tmp, meta=np.array(json.dumps(meta, default=str)), **stored)
@@ -1719,7 +1727,7 @@ def render(cfg: Config, R: dict[str, Any], images: list[str], img_link: str = "i
         f"{lo['batch_size']}, {lo['epochs']} epochs ({', '.join(str(x) for x in steps)} steps), "
         "prompt + response fed through the chat template, loss on the response tokens only; "
         "then greedy answers to the same test prompts with no demonstrations. Seeds "
-        f"{list(cfg.lora_seeds)} (the CPU budget of the script). 'Initial' is the base model, "
+        f"{list(cfg.lora_seeds)}. 'Initial' is the base model, "
         "the ICL table's no-demonstration row. LoRA stage "
         f"{_secs(DS['lora_seconds'])}."
     )
@@ -2046,6 +2054,12 @@ def main() -> None:
         default=1,
         help="torch threads (1 is 2-3x faster than 2 on this contended box: measured)",
     )
+    ap.add_argument(
+        "--labels-only",
+        default=None,
+        help="compute only these real-LM label matrices (comma list of delift, less, selectit) "
+        "into the cache and exit; run one per core, then the full run reuses the tiles",
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     for noisy in ("nncift", "httpx", "sentence_transformers", "transformers"):
@@ -2104,6 +2118,14 @@ def main() -> None:
     from nncift.lm import load_lm
 
     lm = stage("load_lm", lambda: load_lm("default", device="cpu"))
+    if args.labels_only:
+        only = {x.strip() for x in args.labels_only.split(",") if x.strip()}
+        unknown = only - {"delift", "less", "selectit"}
+        if unknown:
+            ap.error(f"--labels-only: unknown function(s) {sorted(unknown)}")
+        exact_labels(cfg, lm, cache, only=only)
+        print(f"labels computed for {sorted(only)} in {cache.root}")
+        return
     R["cost"] = stage("cost", lambda: measure_costs(cfg, data, lm, cache))
     R["se"] = stage("se_error", lambda: se_error(cfg, data, cache))
     images = stage("plots", lambda: se_plots(cfg, R["se"], img_dir))
