@@ -102,8 +102,8 @@ FULL = Config(
     n=500,
     us=(0.02, 0.05, 0.1, 0.2),
     extra_seeds=(1, 2),
-    delift_m=100,
-    delift_n=50,
+    delift_m=140,
+    delift_n=70,
     delift_us=(0.1, 0.2, 0.3),
     delift_max_seconds=720.0,
     cost_delift=(4, 8),
@@ -2106,6 +2106,16 @@ def main() -> None:
         log.info("stage %s done in %.1f s", name, R["stage_seconds"][name])
         return out
 
+    if args.labels_only:  # needs only the LM, not the ShareGPT embeddings
+        only = {x.strip() for x in args.labels_only.split(",") if x.strip()}
+        unknown = only - {"delift", "less", "selectit"}
+        if unknown:
+            ap.error(f"--labels-only: unknown function(s) {sorted(unknown)}")
+        from nncift.lm import load_lm
+
+        exact_labels(cfg, stage("load_lm", lambda: load_lm("default", device="cpu")), cache, only)
+        print(f"labels computed for {sorted(only)} in {cache.root}")
+        return
     # The embeddings are shared by quick and full runs (content-addressed cache).
     cache_emb = Cache(Path(args.cache))
     data = stage("data+embeddings", lambda: Data(cfg, cache_emb))
@@ -2118,14 +2128,6 @@ def main() -> None:
     from nncift.lm import load_lm
 
     lm = stage("load_lm", lambda: load_lm("default", device="cpu"))
-    if args.labels_only:
-        only = {x.strip() for x in args.labels_only.split(",") if x.strip()}
-        unknown = only - {"delift", "less", "selectit"}
-        if unknown:
-            ap.error(f"--labels-only: unknown function(s) {sorted(unknown)}")
-        exact_labels(cfg, lm, cache, only=only)
-        print(f"labels computed for {sorted(only)} in {cache.root}")
-        return
     R["cost"] = stage("cost", lambda: measure_costs(cfg, data, lm, cache))
     R["se"] = stage("se_error", lambda: se_error(cfg, data, cache))
     images = stage("plots", lambda: se_plots(cfg, R["se"], img_dir))
