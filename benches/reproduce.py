@@ -21,8 +21,11 @@ Everything in the report comes from this script, on real offline data, with seed
    chatterbot pool: Initial, Random, embedding top-k, each original function, its NN-CIFT
    version, full data.
 
-The exact chatterbot values (the expensive part, ~35 min on a loaded 2-core CPU) are kept in
-benches/data/chatterbot_labels_40x30.npz and reused when their inputs' hash matches.
+The exact chatterbot values (the expensive part: 140 x 70 DELIFT pairs took 38 min on one
+core of a 2-core CPU, while LESS and SelectIT ran on the other) are kept in
+benches/data/chatterbot_labels_140x70.npz and reused when their inputs' hash matches. To
+compute them on both cores, run `--labels-only delift` and `--labels-only less,selectit`
+side by side first; the full run then reuses their tiles.
 
 Intermediate results are cached under `--cache` (default .nncift-cache/repro): a rerun only
 recomputes what changed, and the DELIFT labels are resumable tiles. The report's numbers
@@ -1250,13 +1253,22 @@ def render(cfg: Config, R: dict[str, Any], images: list[str], img_link: str = "i
     L.append("")
     L.append("## What was run")
     L.append("")
+    # This run keeps one core busy, so a 1-min load near 1 means nothing else ran then.
+    loads = [mach["load_average_start"][0], R["load_average_end"][0]]
+    contended = max(loads) > mach["cores"] - 0.5
     L.append(
-        f"- Machine: {mach['cpu_model']}, {mach['cores']} cores shared with other jobs, "
+        f"- Machine: {mach['cpu_model']}, {mach['cores']} cores, "
         f"torch {mach['torch']} on {mach['torch_threads']} threads, Python {mach['python']}. "
         f"Load average at start {mach['load_average_start']}, at end {R['load_average_end']} "
-        "(1 / 5 / 15 min): **the box was contended, so absolute seconds are inflated** "
-        "(docs/benchmarks.md measured 10-20x against an idle box); ratios measured in one run are "
-        "what to compare."
+        + (
+            "(1 / 5 / 15 min): **the box was contended, so absolute seconds are inflated** "
+            "(docs/benchmarks.md measured 10-20x against an idle box); ratios measured in one "
+            "run are what to compare."
+            if contended
+            else "(1 / 5 / 15 min; this run keeps one core busy, so a load near 1 means no "
+            "other job at those moments): seconds are those of one otherwise idle core, though "
+            "other jobs may have run in between; ratios measured in one run are what to compare."
+        )
     )
     L.append(
         f"- Data: ShareGPT first-turn pairs (`load_named('sharegpt')`, {data_info['n_source']:,} "
@@ -2026,8 +2038,8 @@ def verdicts(cfg: Config, R: dict[str, Any]) -> list[str]:
                 f"{n_prompts} test prompts over seeds {seeds_}; 'better / worse' = paired "
                 "ROUGE-L difference beyond two standard errors). "
                 + "; ".join(lines)
-                + ". A 135M model, chatterbot's short answers and a few test prompts make a weak "
-                "probe: these rows test 'no loss' more than 'gain'."
+                + f". A 135M model, chatterbot's short answers and {n_prompts} test prompts make "
+                "a weak probe: these rows test 'no loss' more than 'gain'."
             )
     return out
 
