@@ -63,6 +63,32 @@ def test_delift_se_nncift_stages_and_cache_reuse(files: tuple[Path, Path], tmp_p
     first = [json.loads(x)["nncift_id"] for x in out.read_text().splitlines()]
     second = [json.loads(x)["nncift_id"] for x in out2.read_text().splitlines()]
     assert second[:10] == first  # greedy is a prefix of itself: same kernel, same order
+    assert "warnings" not in m["results"]  # a real ranking: no unranked-picks warning
+
+
+def test_constant_values_warn_that_picks_follow_pool_order(
+    files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A network that predicts one value ranks nothing: the user is told, not left guessing."""
+    pool, _ = files
+    out = tmp_path / "c.jsonl"
+    code, output = run("select", "--pool", str(pool), "--method", "delift-se", "--u", "0.1",
+                       "--network", "constant", "--budget", "10", "--cache-dir",
+                       str(tmp_path / "cache"), "--no-stop-at-zero", "--out", str(out))  # fmt: skip
+    assert code == 0, output
+    warnings = manifest_of(out)["results"]["warnings"]
+    assert len(warnings) == 1 and "9 of 10 picks had no gain" in warnings[0]
+    ids = [json.loads(x)["nncift_id"] for x in out.read_text().splitlines()]
+    assert len(ids) == 10
+
+
+def test_unranked_picks_counts_ties_and_zero_gains() -> None:
+    from nncift.pipeline import unranked_picks
+
+    assert unranked_picks(np.array([3.0, 2.0, 1.0, 0.5])) == 0
+    assert unranked_picks(np.array([3.0, 0.0, 0.0, 0.0])) == 3
+    assert unranked_picks(np.array([0.4, 0.4, 0.4, 0.2])) == 2
+    assert unranked_picks(np.array([1.0])) == 0
 
 
 def test_exact_flmi_with_target(files: tuple[Path, Path], tmp_path: Path) -> None:

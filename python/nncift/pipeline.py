@@ -225,6 +225,7 @@ def run_select(
             result = _select(objective, k, kwargs, options, rec)
             rec.update(mode=result.mode, optimizer=result.optimizer, timings=result.timings)
         indices, gains, value = result.indices, result.gains, float(result.objective)
+        _warn_if_unranked(gains, manifest)
 
     manifest.results.update(selected=int(len(indices)), objective_value=value)
     run = SelectRun(indices=indices, gains=gains, objective_value=value, manifest=manifest)
@@ -235,6 +236,33 @@ def run_select(
         manifest.write(manifest_path(out_path))
         run.output = out_path
     return run
+
+
+def unranked_picks(gains: np.ndarray) -> int:
+    """Picks after the first whose gain is <= 0 or equal to the pick before.
+
+    Such picks carry no ranking: the selection engine breaks exact ties by pool index, so
+    they follow the order of the input file. Many of them mean the values are (near-)
+    constant (e.g. a network that learned nothing) or the kernel is saturated.
+    """
+    g = np.asarray(gains, dtype=np.float64)
+    if g.size < 2:
+        return 0
+    tail = g[1:]
+    return int(np.count_nonzero((tail <= 0) | (tail == g[:-1])))
+
+
+def _warn_if_unranked(gains: np.ndarray, manifest: Manifest) -> None:
+    n, k = unranked_picks(gains), len(gains)
+    if k >= 4 and n > k // 2:
+        msg = (
+            f"{n} of {k} picks had no gain or the same gain as the pick before: the values "
+            "rank nothing there, so those picks follow the pool's order. The values are "
+            "(near-)constant or the kernel is saturated; check the network's validation error "
+            "in the manifest (stages.train_*), raise --u, lower --budget or use --exact."
+        )
+        log.warning(msg)
+        manifest.results.setdefault("warnings", []).append(msg)
 
 
 def _select(
