@@ -225,7 +225,7 @@ def run_select(
             result = _select(objective, k, kwargs, options, rec)
             rec.update(mode=result.mode, optimizer=result.optimizer, timings=result.timings)
         indices, gains, value = result.indices, result.gains, float(result.objective)
-        _warn_if_unranked(gains, manifest)
+        _warn_if_unranked(gains, options.method, manifest)
 
     manifest.results.update(selected=int(len(indices)), objective_value=value)
     run = SelectRun(indices=indices, gains=gains, objective_value=value, manifest=manifest)
@@ -252,14 +252,19 @@ def unranked_picks(gains: np.ndarray) -> int:
     return int(np.count_nonzero((tail <= 0) | (tail == g[:-1])))
 
 
-def _warn_if_unranked(gains: np.ndarray, manifest: Manifest) -> None:
+def _warn_if_unranked(gains: np.ndarray, method: str, manifest: Manifest) -> None:
     n, k = unranked_picks(gains), len(gains)
     if k >= 4 and n > k // 2:
+        advice = (
+            "the kernel is saturated; lower --budget"
+            if method == "embedding"  # no network: only saturation can cause it
+            else "the values are (near-)constant or the kernel is saturated; check the "
+            "network's validation error in the manifest (stages.train_*), raise --u, lower "
+            "--budget or use --exact"
+        )
         msg = (
             f"{n} of {k} picks had no gain or the same gain as the pick before: the values "
-            "rank nothing there, so those picks follow the pool's order. The values are "
-            "(near-)constant or the kernel is saturated; check the network's validation error "
-            "in the manifest (stages.train_*), raise --u, lower --budget or use --exact."
+            f"rank nothing there, so those picks follow the pool's order. Likely {advice}."
         )
         log.warning(msg)
         manifest.results.setdefault("warnings", []).append(msg)
