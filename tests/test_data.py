@@ -151,6 +151,22 @@ def test_missing_field_in_a_later_record(tmp_path: Path) -> None:
         load_items(write_jsonl(tmp_path / "d.jsonl", [ROWS[0], {"prompt": "only"}]))
 
 
+def test_null_fields_are_named_as_null_not_missing(tmp_path: Path) -> None:
+    # Present-but-null fields used to be reported as "missing" while the same message listed
+    # them among the fields found.
+    both = write_jsonl(tmp_path / "n.jsonl", [ROWS[0], {"prompt": None, "response": None}])
+    with pytest.raises(InputError) as exc:
+        load_items(both)
+    assert "record 2: fields 'prompt', 'response' are null" in str(exc.value)
+    assert "missing" not in str(exc.value)
+    one = write_jsonl(tmp_path / "o.jsonl", [{"prompt": None, "response": "r"}])
+    with pytest.raises(InputError, match=r"record 1: field 'prompt' is null$"):
+        load_items(one)
+    ids = write_jsonl(tmp_path / "i.jsonl", [dict(ROWS[0], id=None)])
+    with pytest.raises(InputError, match=r"record 1: id field 'id' is null"):
+        load_items(ids)
+
+
 def test_builtin_datasets_are_real_instruction_data() -> None:
     ifb = load_items("builtin:ifbench")
     assert len(ifb) == 294

@@ -349,17 +349,27 @@ def items_from_records(
     seen: dict[str, int] = {}
     for i, rec in enumerate(records):
         where = f"{source}: record {i + 1}" if source else f"record {i + 1}"
-        missing = [f for f in required if f not in rec or rec[f] is None]
+        missing = [f for f in required if f not in rec]
         if missing:
             raise InputError(
                 f"{where}: missing field(s) {missing} of schema {schema}; fields found: {sorted(rec)}"
+            )
+        null = [f for f in required if rec[f] is None]
+        if null:
+            # Present but null (a JSON null, an empty CSV/parquet cell): say so, not "missing".
+            names = ", ".join(repr(f) for f in null)
+            raise InputError(
+                f"{where}: field{'s' if len(null) > 1 else ''} {names} "
+                f"{'are' if len(null) > 1 else 'is'} null"
             )
         prompt, response = extract(rec, where)
         if not prompt.strip():
             raise InputError(f"{where}: empty prompt")
         if id_key is not None:
-            if id_key not in rec or rec[id_key] is None:
+            if id_key not in rec:
                 raise InputError(f"{where}: missing id field {id_key!r}")
+            if rec[id_key] is None:
+                raise InputError(f"{where}: id field {id_key!r} is null")
             item_id = str(rec[id_key])
         else:
             item_id = content_id(prompt, response)
