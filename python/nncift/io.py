@@ -2,7 +2,10 @@
 
 Every file nncift writes goes through `atomic_path`: data is written to a temporary
 file in the destination folder and renamed over the target only when complete, so an
-interrupted or failed run never leaves a half-written output behind.
+interrupted or failed run never leaves a half-written output behind. The finished file
+gets the permissions `open()` would have given it (0666 less the umask, so 0644 under the
+usual 0022), not `mkstemp`'s private 0600: a subset written for a training job that runs
+under another account must be readable there.
 """
 
 from __future__ import annotations
@@ -17,6 +20,35 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where the OS allows (Linux /proc)."""
+    with (
+        contextlib.suppress(OSError, ValueError),
+        open("/proc/self/status", encoding="ascii", errors="replace") as fh,
+    ):
+        for line in fh:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)  # elsewhere: set and restore at once (the only portable way)
+    os.umask(mask)
+    return mask
+
+
+def default_mode(directory: bool = False) -> int:
+    """The mode `open()` (0666) or `mkdir()` (0777) would give a new entry under the umask."""
+    return (0o777 if directory else 0o666) & ~current_umask()
+
+
+def make_temp_dir(parent: str | os.PathLike[str], prefix: str) -> Path:
+    """`tempfile.mkdtemp` in `parent`, with the mode `mkdir()` would give (not 0700).
+
+    For folders built aside and renamed into place, which then become ordinary outputs.
+    """
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    tmp.chmod(default_mode(directory=True))
+    return tmp
 
 
 @contextlib.contextmanager
@@ -35,6 +67,9 @@ def atomic_path(target: str | os.PathLike[str], suffix: str = "") -> Iterator[Pa
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        # mkstemp made it 0600; give the output the mode open() would have. Set after the
+        # writer ran, since a writer may recreate the file by name.
+        tmp_path.chmod(default_mode())
         os.replace(tmp_path, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -31,13 +31,13 @@ import logging
 import math
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nncift.errors import InputError
+from nncift.io import make_temp_dir
 
 if TYPE_CHECKING:
     import torch
@@ -323,8 +323,8 @@ def materialize_default_lm(
         model = _clean_model(gguf_model)
         tok = repair_tokenizer(gguf_tok)
         del gguf_model
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        tmp.chmod(0o755)  # mkdtemp makes it private; the cache is an ordinary folder
+        # Built aside and renamed into place: an ordinary folder (umask), not a private 0700 one.
+        tmp = make_temp_dir(target.parent, prefix=f".{target.name}.")
         try:
             model.save_pretrained(str(tmp), safe_serialization=True)
             tok.save_pretrained(str(tmp))
