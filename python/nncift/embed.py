@@ -213,8 +213,14 @@ class Embedder:
         if self._model is None:
             from sentence_transformers import SentenceTransformer
 
+            from nncift.progress import status
+
             try:
-                self._model = SentenceTransformer(self.spec.target, device=pick_device(self.device))
+                # nncift's spinner instead of the "Loading weights" bar transformers would draw.
+                with status(f"loading embedder {self.spec.model_id}", enabled=self.progress):
+                    self._model = SentenceTransformer(
+                        self.spec.target, device=pick_device(self.device)
+                    )
             except Exception as exc:  # hub errors, missing files, bad configs
                 hint = (
                     ""
@@ -229,16 +235,16 @@ class Embedder:
         return int(self._load().get_embedding_dimension())
 
     def _encode(self, texts: list[str]) -> np.ndarray:
-        if not self.progress:
-            from transformers.utils import logging as hf_logging
+        from nncift.progress import bar as progress_bar
+        from nncift.progress import third_party_bars_off
 
-            hf_logging.disable_progress_bar()
         model = self._load()
         chunk = max(self.batch_size * 8, 256)
         parts = []
-        from rich.progress import Progress
-
-        with Progress(disable=not self.progress, transient=True) as bar:
+        with (
+            progress_bar(enabled=self.progress) as bar,
+            third_party_bars_off(),
+        ):
             task = bar.add_task(f"embedding with {self.spec.model_id}", total=len(texts))
             for start in range(0, len(texts), chunk):
                 part = model.encode(

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from nncift.errors import InputError
 from nncift.io import make_temp_dir
+from nncift.progress import status, third_party_bars_off
 
 if TYPE_CHECKING:
     import torch
@@ -225,12 +226,14 @@ def text_loss(model: Any, tokenizer: Any, text: str = LOSS_CHECK_TEXT) -> float:
 
 def _load_gguf(folder: Path) -> tuple[Any, Any]:
     import torch
+    import transformers.modeling_gguf_pytorch_utils  # noqa: F401  (its bar is switched off)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(str(folder), gguf_file=_GGUF_FILE)
-    model = AutoModelForCausalLM.from_pretrained(
-        str(folder), gguf_file=_GGUF_FILE, dtype=torch.float32
-    )
+    with third_party_bars_off():
+        tok = AutoTokenizer.from_pretrained(str(folder), gguf_file=_GGUF_FILE)
+        model = AutoModelForCausalLM.from_pretrained(
+            str(folder), gguf_file=_GGUF_FILE, dtype=torch.float32
+        )
     model.eval()
     return model, tok
 
@@ -318,46 +321,53 @@ def materialize_default_lm(
         src = smollm2_package_folder()
         t0 = time.perf_counter()
         log.info("materialising %s from %s (one-time, ~20 s)", DEFAULT_LM_NAME, src)
-        gguf_model, gguf_tok = _load_gguf(src)
-        ref_loss = text_loss(gguf_model, gguf_tok)
-        model = _clean_model(gguf_model)
-        tok = repair_tokenizer(gguf_tok)
-        del gguf_model
-        # Built aside and renamed into place: an ordinary folder (umask), not a private 0700 one.
-        tmp = make_temp_dir(target.parent, prefix=f".{target.name}.")
-        try:
-            model.save_pretrained(str(tmp), safe_serialization=True)
-            tok.save_pretrained(str(tmp))
-            reloaded_model, reloaded_tok = _load_folder(tmp, "cpu", "float32")
-            reload_loss = text_loss(reloaded_model, reloaded_tok)
-            if not math.isfinite(reload_loss) or abs(reload_loss - ref_loss) > LOSS_CHECK_TOL:
-                raise RuntimeError(
-                    f"loss check failed after materialising {DEFAULT_LM_NAME}: in-memory GGUF "
-                    f"{ref_loss:.5f} vs reloaded {reload_loss:.5f} nats"
-                )
-            marker = {
-                "cache_format": _CACHE_FORMAT,
-                "source": str(src / _GGUF_FILE),
-                "source_bytes": (src / _GGUF_FILE).stat().st_size,
-                "gguf_loss": ref_loss,
-                "reloaded_loss": reload_loss,
-                "seconds": round(time.perf_counter() - t0, 2),
-            }
-            (tmp / _MARKER).write_text(json.dumps(marker, indent=2) + "\n")
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        with status(f"converting {DEFAULT_LM_NAME} from GGUF (one-time, ~20 s)"):
+            _materialize(src, target, t0)
     return target
+
+
+def _materialize(src: Path, target: Path, t0: float) -> None:
+    """The body of `materialize_default_lm`, run under its lock."""
+    gguf_model, gguf_tok = _load_gguf(src)
+    ref_loss = text_loss(gguf_model, gguf_tok)
+    model = _clean_model(gguf_model)
+    tok = repair_tokenizer(gguf_tok)
+    del gguf_model
+    # Built aside and renamed into place: an ordinary folder (umask), not a private 0700 one.
+    tmp = make_temp_dir(target.parent, prefix=f".{target.name}.")
+    try:
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        tok.save_pretrained(str(tmp))
+        reloaded_model, reloaded_tok = _load_folder(tmp, "cpu", "float32")
+        reload_loss = text_loss(reloaded_model, reloaded_tok)
+        if not math.isfinite(reload_loss) or abs(reload_loss - ref_loss) > LOSS_CHECK_TOL:
+            raise RuntimeError(
+                f"loss check failed after materialising {DEFAULT_LM_NAME}: in-memory GGUF "
+                f"{ref_loss:.5f} vs reloaded {reload_loss:.5f} nats"
+            )
+        marker = {
+            "cache_format": _CACHE_FORMAT,
+            "source": str(src / _GGUF_FILE),
+            "source_bytes": (src / _GGUF_FILE).stat().st_size,
+            "gguf_loss": ref_loss,
+            "reloaded_loss": reload_loss,
+            "seconds": round(time.perf_counter() - t0, 2),
+        }
+        (tmp / _MARKER).write_text(json.dumps(marker, indent=2) + "\n")
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def _load_folder(folder: str | Path, device: Any, dtype: Any) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(str(folder))
-    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype)
+    with third_party_bars_off():  # "Loading weights" would draw over nncift's display
+        tok = AutoTokenizer.from_pretrained(str(folder))
+        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype)
     model.to(device)
     model.eval()
     return model, tok
@@ -379,6 +389,7 @@ def load_lm(
     max_length: int = 2048,
     cache: str | os.PathLike[str] | None = None,
     check_loss: bool = True,
+    progress: bool = True,
 ) -> LM:
     """Load a causal LM: the packaged default, a local folder, or a hub id.
 
@@ -394,6 +405,8 @@ def load_lm(
         check_loss: for the default model, re-score the loss-check text and compare with the
             value recorded at materialisation (one ~30-token forward) — catches a cache
             damaged after the fact.
+        progress: show nncift's spinner while loading (never under ``-q`` /
+            `nncift.progress.set_quiet`); library bars (transformers, GGUF) are always off.
     """
     import torch
 
@@ -403,32 +416,33 @@ def load_lm(
     dt = resolve_dtype(dtype, dev)
     source: dict[str, Any] = {}
     sname = str(name)
-    if sname in DEFAULT_LM_ALIASES:
-        folder = materialize_default_lm(cache)
-        model, tok = _load_folder(folder, dev, dt)
-        marker = _marker_ok(folder) or {}
-        source = {"folder": str(folder), "gguf_loss": marker.get("gguf_loss")}
-        if check_loss and dt == torch.float32 and marker.get("gguf_loss") is not None:
-            loss = text_loss(model, tok)
-            if abs(loss - float(marker["gguf_loss"])) > LOSS_CHECK_TOL:
+    with status(f"loading language model {sname}", enabled=progress):
+        if sname in DEFAULT_LM_ALIASES:
+            folder = materialize_default_lm(cache)
+            model, tok = _load_folder(folder, dev, dt)
+            marker = _marker_ok(folder) or {}
+            source = {"folder": str(folder), "gguf_loss": marker.get("gguf_loss")}
+            if check_loss and dt == torch.float32 and marker.get("gguf_loss") is not None:
+                loss = text_loss(model, tok)
+                if abs(loss - float(marker["gguf_loss"])) > LOSS_CHECK_TOL:
+                    raise InputError(
+                        f"{folder}: cached model scores the check text at {loss:.4f} nats, "
+                        f"expected {marker['gguf_loss']:.4f}; delete the folder to rebuild it"
+                    )
+                source["loss_check"] = loss
+            sname = DEFAULT_LM_NAME
+        else:
+            path = Path(sname).expanduser()
+            if path.exists() and not (path / "config.json").is_file():
+                raise InputError(f"{path}: not a transformers model folder (no config.json)")
+            try:
+                model, tok = _load_folder(path if path.exists() else sname, dev, dt)
+            except OSError as exc:
                 raise InputError(
-                    f"{folder}: cached model scores the check text at {loss:.4f} nats, "
-                    f"expected {marker['gguf_loss']:.4f}; delete the folder to rebuild it"
-                )
-            source["loss_check"] = loss
-        sname = DEFAULT_LM_NAME
-    else:
-        path = Path(sname).expanduser()
-        if path.exists() and not (path / "config.json").is_file():
-            raise InputError(f"{path}: not a transformers model folder (no config.json)")
-        try:
-            model, tok = _load_folder(path if path.exists() else sname, dev, dt)
-        except OSError as exc:
-            raise InputError(
-                f"cannot load language model {sname!r}: {exc}. Offline machines need a local "
-                "folder or the packaged default (--lm default)."
-            ) from exc
-        source = {"path": str(path) if path.exists() else None}
+                    f"cannot load language model {sname!r}: {exc}. Offline machines need a local "
+                    "folder or the packaged default (--lm default)."
+                ) from exc
+            source = {"path": str(path) if path.exists() else None}
     n_params = sum(p.numel() for p in model.parameters())
     return LM(
         model=model,

@@ -46,6 +46,11 @@ def cli(ctx: click.Context, quiet: bool, verbose: bool) -> None:
     """
     ctx.ensure_object(dict)
     ctx.obj["quiet"] = quiet
+    if quiet:
+        from nncift.progress import quiet as quiet_scope
+
+        # Held until the command ends: no bars (nncift's or any library's), no warnings.
+        ctx.with_resource(quiet_scope())
     level = logging.DEBUG if verbose else (logging.ERROR if quiet else logging.WARNING)
     logging.basicConfig(
         level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"

@@ -364,9 +364,11 @@ def compute_labels_with_progress(
     """
     if not show:
         return compute_labels(fn, out_dir, **kwargs)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn
 
-    with Progress(
+    from nncift.progress import bar as progress_bar
+
+    with progress_bar(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
