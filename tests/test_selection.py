@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from nncift.selection import estimate_selection, resolve_budget, select
+from nncift import _core
+from nncift.selection import (
+    STOP_IF_ZERO_GAIN_DEFAULT,
+    STOP_REASONS,
+    estimate_selection,
+    resolve_budget,
+    select,
+)
 
 submodlib = pytest.importorskip("submodlib")
 
@@ -77,7 +84,7 @@ def test_fl_separate_represented_set_matches_submodlib() -> None:
 def test_flmi_matches_submodlib(seed: int, optimizer: str, eta: float) -> None:
     # Uniform random kernels with many queries: no saturation within the budget. (Once
     # every query is covered all gains are 0 and the order among those ties is a
-    # convention: submodlib walks a hash set, nncift takes the lowest index. submodlib's
+    # convention: submodlib walks a hash set, nncift a seeded permutation. submodlib's
     # stopIfZeroGain=True also stops early on positive gains, so it is not used here.)
     rng = np.random.default_rng(seed)
     u = rng.random((100, 100), dtype=np.float32)
@@ -246,7 +253,11 @@ def test_result_shapes_and_dtypes() -> None:
 def test_topk_mix_costs_and_initial() -> None:
     scores = np.array([0.1, 0.9, 0.5, 0.9, 0.3], dtype=np.float32)
     top = select("topk", budget=3, scores=scores)
-    assert top.indices.tolist() == [1, 3, 2]  # tie 1/3 broken to the lowest index
+    # The tie 1/3 goes to the item ranked first in the seed's tie order (it used to go to the
+    # lowest index; that made a sorted pool file decide).
+    rank = _core.tie_ranks(5, 0)
+    first, second = sorted((1, 3), key=lambda j: rank[j])
+    assert top.indices.tolist() == [first, second, 2]
     assert top.objective == pytest.approx(2.3, rel=1e-6)
     x = blobs(100, 8, 1)
     s = np.random.default_rng(0).random(100).astype(np.float32)
@@ -374,3 +385,107 @@ def test_scorer_kernel_source_matches_its_dense_kernel() -> None:
         np.testing.assert_allclose(got.gains, want.gains, rtol=1e-9)
     with pytest.raises(ValueError, match="ScorerKernel"):
         select("fl", kernel_source=object(), budget=2, mode="onthefly")
+
+
+# ---------------------------------------------------------------- ties and early stops
+
+
+def _tie_runs(objective: str, **kw: object) -> dict[tuple[str, int, int], list[int]]:
+    """Selections on a problem where every gain ties, per (optimizer, seed, n_jobs)."""
+    out = {}
+    optimizers = ["naive", "lazy", "stochastic", "lazier-than-lazy"]
+    if objective != "topk":  # partition-and-merge needs a kernel
+        optimizers.append("greedi")
+    for optimizer in optimizers:
+        for seed in (0, 1):
+            for n_jobs in (1, 2, 4):
+                r = select(objective, budget=10, optimizer=optimizer, seed=seed, n_jobs=n_jobs,
+                           greedi_parts=3, **kw)  # type: ignore[arg-type]  # fmt: skip
+                assert len(r) == 10 and not r.short
+                out[optimizer, seed, n_jobs] = r.indices.tolist()
+    return out
+
+
+@pytest.mark.parametrize(
+    ("objective", "kw"),
+    [
+        ("fl", {"kernel": np.ones((60, 60), np.float32)}),  # saturated after one pick
+        ("graph-cut", {"kernel": np.ones((60, 60), np.float32), "lambda_": 0.0}),  # all equal
+        ("disparity-min", {"kernel": np.ones((60, 60), np.float32)}),
+        ("fl", {"embeddings": np.ones((60, 4), np.float32), "mode": "onthefly"}),
+        ("topk", {"scores": np.full(60, 0.5, np.float32)}),  # equal scores
+    ],
+)
+def test_ties_follow_a_seeded_permutation_not_the_pool_order(objective: str, kw: dict) -> None:
+    runs = _tie_runs(objective, **kw)
+    head = list(range(10))
+    rank = _core.tie_ranks(60, 0)
+    by_rank = sorted(range(60), key=lambda j: rank[j])[:10]
+    for (optimizer, seed, _), got in runs.items():
+        assert got != head, (optimizer, seed)
+        # Thread count never changes a pick; lazy returns exactly what naive returns.
+        assert got == runs[optimizer, seed, 1], (optimizer, seed)
+        assert runs["lazy", seed, 1] == runs["naive", seed, 1]
+        assert runs[optimizer, 0, 1] != runs[optimizer, 1, 1], optimizer  # the seed decides
+    # Exact greedy on all-equal gains takes the items in the seed's tie order.
+    assert runs["naive", 0, 1] == by_rank
+
+
+def test_topk_never_stops_on_zero_or_negative_scores() -> None:
+    """A LESS value of 0 or -0.1 is a value: top-k ignores both stop rules."""
+    scores = np.array([0.3, 0.0, -0.1, 0.0, -0.5, 0.2, 0.0, -0.1], dtype=np.float32)
+    for optimizer in ("naive", "lazy", "stochastic", "lazier-than-lazy"):
+        r = select("topk", budget=7, scores=scores, optimizer=optimizer,
+                   stop_if_zero_gain=True, stop_if_negative_gain=True)  # fmt: skip
+        assert len(r) == 7 and not r.short and r.stopped_early is None, optimizer
+    r = select("topk", budget=7, scores=scores, stop_if_zero_gain=True, stop_if_negative_gain=True)
+    assert scores[r.indices].tolist() == pytest.approx([0.3, 0.2, 0, 0, 0, -0.1, -0.1])
+    assert 4 not in r.indices.tolist()  # only the lowest score is left out
+
+
+def test_one_default_for_stop_if_zero_gain() -> None:
+    """Python API, binding, stub and CLI agree: by default the budget is filled."""
+    import inspect
+    from pathlib import Path
+
+    import nncift
+    from nncift.cli.select_cmd import select_command as select_cmd
+
+    assert STOP_IF_ZERO_GAIN_DEFAULT is False
+    assert inspect.signature(select).parameters["stop_if_zero_gain"].default is False
+    assert (
+        f"stop_if_zero_gain={STOP_IF_ZERO_GAIN_DEFAULT}".lower()
+        in (_core.select_core.__text_signature__ or "").lower()
+    )
+    stub = (Path(nncift.__file__).parent / "_core.pyi").read_text()
+    assert f"stop_if_zero_gain: bool = {STOP_IF_ZERO_GAIN_DEFAULT}" in stub
+    opt = next(p for p in select_cmd.params if p.name == "stop_at_zero")
+    assert opt.default is STOP_IF_ZERO_GAIN_DEFAULT
+    # ... and it does fill the budget on a saturated kernel.
+    assert len(select("fl", budget=8, kernel=np.ones((20, 20), np.float32))) == 8
+
+
+def test_short_results_say_so_and_why() -> None:
+    ones = np.ones((20, 20), np.float32)
+    full = select("fl", budget=5, kernel=ones)
+    assert (full.budget, full.short, full.stopped_early, full.shortfall()) == (5, False, None, None)
+    zero = select("fl", budget=5, kernel=ones, stop_if_zero_gain=True)
+    assert (len(zero), zero.budget, zero.short, zero.stopped_early) == (1, 5, True, "zero_gain")
+    assert zero.shortfall() == f"selected 1 of the budget 5: {STOP_REASONS['zero_gain']}"
+    neg = select("graph-cut", budget=5, kernel=ones, lambda_=5.0, stop_if_negative_gain=True)
+    assert neg.short and neg.stopped_early == "negative_gain"
+    cost = select("fl", budget=5, kernel=ones, costs=np.ones(20), cost_budget=3.0)
+    assert (len(cost), cost.stopped_early) == (3, "cost_budget")
+    parts = select("fl", budget=6, kernel=ones, optimizer="greedi", greedi_parts=2,
+                   stop_if_zero_gain=True)  # fmt: skip
+    assert parts.short and parts.stopped_early == "zero_gain"
+
+
+def test_tie_ranks_given_explicitly_are_used_and_checked() -> None:
+    ones = np.ones((10, 10), np.float32)
+    ranks = np.arange(10)[::-1].copy()  # reverse order: the last item wins every tie
+    assert select("fl", budget=3, kernel=ones, tie_ranks=ranks).indices.tolist() == [9, 8, 7]
+    with pytest.raises(ValueError, match="tie_ranks"):
+        select("fl", budget=3, kernel=ones, tie_ranks=np.arange(4))
+    with pytest.raises(ValueError, match="tie_ranks"):
+        select("fl", budget=3, kernel=ones, tie_ranks=-np.ones(10, np.int64))

@@ -115,7 +115,7 @@ def select_core(
     costs: _np.ndarray | None = None,
     cost_budget: float | None = None,
     initial: _np.ndarray | None = None,
-    stop_if_zero_gain: bool = False,
+    stop_if_zero_gain: bool = False,  # = nncift.selection.STOP_IF_ZERO_GAIN_DEFAULT
     stop_if_negative_gain: bool = False,
     seed: int = 0,
     n_jobs: int = 0,
@@ -123,10 +123,21 @@ def select_core(
     greedi_parts: int = 0,
     greedi_local_factor: float = 2.0,
     kernel_source: object | None = None,
-) -> tuple[_np.ndarray, _np.ndarray, float, list[tuple[str, float]], str, str, int]: ...
+    tie_ranks: _npt.NDArray[_np.int64] | None = None,
+) -> tuple[_np.ndarray, _np.ndarray, float, list[tuple[str, float]], str, str, int, str | None]:
+    """Returns (indices, gains, objective, timings, mode, optimizer, evaluations, stop);
+    stop is None when `count` items were chosen, else why not (zero_gain, negative_gain,
+    cost_budget, exhausted)."""
+    ...
+
 def greedi_plan(
     n: int, parts: int, seed: int, count: int, local_factor: float = 2.0
 ) -> tuple[list[_npt.NDArray[_np.int64]], int]:
     """The parts `select(optimizer="greedi")` cuts (sorted int64 index arrays) and the
     per-part budget; a distributed driver uses them to reproduce a local run."""
+    ...
+
+def tie_ranks(n: int, seed: int) -> _npt.NDArray[_np.int64]:
+    """The tie order `select(seed=seed)` uses on `n` items: a permutation of 0..n; of two
+    equal gains the item with the lower rank is chosen."""
     ...

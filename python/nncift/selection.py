@@ -19,6 +19,22 @@ Objectives (``s = K``; all need ``s >= 0``; the disparity ones need ``s`` in ``[
 Cosine kernels built from embeddings are made non-negative by ``cosine="clip"``
 (``max(cos, 0)``, the default: FL ignores negative similarities anyway, so FL values equal
 submodlib's on the raw cosine kernel) or ``cosine="shift"`` (``(1 + cos) / 2``).
+
+Ties. When several items have exactly the same gain (a saturated facility-location kernel,
+a constant network, equal scores), the one chosen is decided by a seeded permutation of the
+pool drawn from ``seed`` (``--seed`` on the command line), in Rust, for every objective and
+optimizer; never by the position in the input file. The same seed gives the same subset for
+any ``n_jobs``, and ``lazy`` still returns exactly what ``naive`` returns.
+
+Stopping early. The budget is filled by default (``stop_if_zero_gain`` defaults to
+:data:`STOP_IF_ZERO_GAIN_DEFAULT` = False, as in submodlib's ``maximize`` and apricot; the
+CLI's ``--stop-at-zero/--no-stop-at-zero`` has the same default). With
+``stop_if_zero_gain=True`` greedy stops once the best remaining gain is below 1e-5 in
+magnitude (submodlib's rule), with ``stop_if_negative_gain=True`` once it is negative.
+``topk`` never stops on either rule: a score of 0 or -0.1 is still a value to rank by.
+Whenever fewer items than the budget come back (a stop rule, the cost budget, or too few
+items), :attr:`SelectionResult.stopped_early` says why and :attr:`SelectionResult.short`
+is True.
 """
 
 from __future__ import annotations
@@ -36,6 +52,16 @@ OBJECTIVES = ("fl", "flmi", "flcg", "graph-cut", "disparity-sum", "disparity-min
 OPTIMIZERS = ("naive", "lazy", "stochastic", "lazier-than-lazy", "greedi")
 MODES = ("auto", "dense", "sparse", "onthefly")
 
+#: Default of ``stop_if_zero_gain`` in :func:`select`, the binding and the CLI: fill the
+#: budget (see the module docstring, "Stopping early").
+STOP_IF_ZERO_GAIN_DEFAULT = False
+#: Why a selection returned fewer items than its budget (`SelectionResult.stopped_early`).
+STOP_REASONS = {
+    "zero_gain": "no remaining item adds value (gain below 1e-5; stop_if_zero_gain)",
+    "negative_gain": "every remaining item lowers the objective (stop_if_negative_gain)",
+    "cost_budget": "no remaining item fits the cost budget",
+    "exhausted": "no items were left to choose from",
+}
 #: Pool size per part when ``optimizer="greedi"`` chooses the number of parts itself.
 GREEDI_PART_SIZE = 50_000
 #: Rough sustained single-thread rates on a laptop core, used only for estimates (measured
@@ -56,6 +82,10 @@ class SelectionResult:
         mode: how the kernel was held (``dense``, ``sparse``, ``onthefly``, ``greedi-...``).
         optimizer: the optimizer that ran.
         evaluations: number of marginal-gain evaluations (a work measure).
+        budget: the number of items asked for (``None`` when not known).
+        stopped_early: ``None`` when the budget was filled, else why not: a key of
+            :data:`STOP_REASONS` (``zero_gain``, ``negative_gain``, ``cost_budget``,
+            ``exhausted``).
     """
 
     indices: np.ndarray
@@ -65,9 +95,23 @@ class SelectionResult:
     mode: str
     optimizer: str
     evaluations: int = 0
+    budget: int | None = None
+    stopped_early: str | None = None
 
     def __len__(self) -> int:
         return int(self.indices.shape[0])
+
+    @property
+    def short(self) -> bool:
+        """True when fewer items than the budget were chosen (see ``stopped_early``)."""
+        return self.budget is not None and len(self) < self.budget
+
+    def shortfall(self) -> str | None:
+        """A one-line explanation when the result is short of its budget, else None."""
+        if not self.short:
+            return None
+        reason = STOP_REASONS.get(self.stopped_early or "", self.stopped_early or "unknown")
+        return f"selected {len(self)} of the budget {self.budget}: {reason}"
 
 
 @dataclass(frozen=True)
@@ -284,13 +328,14 @@ def select(
     costs: Any = None,
     cost_budget: float | None = None,
     initial: Any = None,
-    stop_if_zero_gain: bool = True,
+    stop_if_zero_gain: bool = STOP_IF_ZERO_GAIN_DEFAULT,
     stop_if_negative_gain: bool = False,
     seed: int = 0,
     n_jobs: int = 0,
     kernel_source: Any = None,
     greedi_parts: int | None = None,
     memory_limit: int | None = None,
+    tie_ranks: Any = None,
 ) -> SelectionResult:
     """Choose ``budget`` pool items greedily maximising a submodular objective.
 
@@ -315,15 +360,21 @@ def select(
             ``cost_budget`` total cost.
         initial: indices already chosen; counted in the objective, never returned.
         stop_if_zero_gain: stop early once the best gain is below 1e-5 in magnitude (submodlib's
-            rule); the first pick of disparity-sum is exempt.
-        stop_if_negative_gain: stop early once the best gain is negative.
-        seed: seed of the stochastic optimizers and of greedi's partition.
+            rule); the first pick of disparity-sum is exempt, ``topk`` never stops. Default
+            :data:`STOP_IF_ZERO_GAIN_DEFAULT` (False: fill the budget).
+        stop_if_negative_gain: stop early once the best gain is negative (never for ``topk``).
+        seed: seed of the tie order (equal gains go to the item ranked first in a seeded
+            permutation of the pool), of the stochastic optimizers and of greedi's partition.
         n_jobs: threads (0 = all cores); the result does not depend on it.
         kernel_source: a pairwise scorer object computing the kernel on the fly.
         memory_limit: bytes ``mode="auto"`` may plan for (default: available memory).
+        tie_ranks: (n,) non-negative ints, the tie order to use instead of the one drawn from
+            ``seed`` (lower wins an exact tie). For drivers that select on parts of a pool: pass
+            each part ``nncift._core.tie_ranks(n, seed)[part]`` to reproduce a run on the pool.
 
     Returns:
-        A :class:`SelectionResult`.
+        A :class:`SelectionResult`; ``result.short`` / ``result.stopped_early`` tell when
+        and why fewer than ``budget`` items came back.
 
     Raises:
         ValueError: bad budget, shapes, NaN/inf or negative similarities, empty pool.
@@ -457,6 +508,15 @@ def select(
     if count > n_free:
         raise ValueError(f"budget {count} is larger than the {n_free} selectable items of the pool")
 
+    ranks = None
+    if tie_ranks is not None:
+        ranks = np.ascontiguousarray(np.asarray(tie_ranks).ravel())
+        if ranks.dtype.kind not in "iu" or ranks.shape[0] != n:
+            raise ValueError(f"tie_ranks must be {n} integers (one per pool item)")
+        ranks = ranks.astype(np.int64)
+        if ranks.size and ranks.min() < 0:
+            raise ValueError("tie_ranks must be >= 0")
+
     cost_arr = None
     if costs is not None:
         cost_arr = np.ascontiguousarray(np.asarray(costs, dtype=np.float64).ravel())
@@ -487,7 +547,7 @@ def select(
         run_mode = "sparse"
 
     t1 = time.perf_counter()
-    idx, gains, value, timings, used_mode, used_opt, evals = _core.select_core(
+    idx, gains, value, timings, used_mode, used_opt, evals, stop = _core.select_core(
         rust_obj,
         count,
         kernel=k_arr,
@@ -516,6 +576,7 @@ def select(
         query_embeddings=side["query_embeddings"],
         private_kernel=side["private_kernel"],
         private_embeddings=side["private_embeddings"],
+        tie_ranks=ranks,
     )
     t2 = time.perf_counter()
     times = {"validate": t1 - t0, **dict(timings), "total": t2 - t0}
@@ -527,6 +588,8 @@ def select(
         mode="none" if objective == "topk" else used_mode,
         optimizer="greedi" if greedi else used_opt,
         evaluations=int(evals),
+        budget=count,
+        stopped_early=stop,
     )
 
 
@@ -534,6 +597,8 @@ __all__ = [
     "MODES",
     "OBJECTIVES",
     "OPTIMIZERS",
+    "STOP_IF_ZERO_GAIN_DEFAULT",
+    "STOP_REASONS",
     "SelectionPlan",
     "SelectionResult",
     "estimate_selection",

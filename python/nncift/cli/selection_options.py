@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import click
 
-from nncift.selection import MODES, OBJECTIVES, OPTIMIZERS
+from nncift.selection import MODES, OBJECTIVES, OPTIMIZERS, STOP_IF_ZERO_GAIN_DEFAULT
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -103,9 +103,12 @@ def selection_options(fn: F) -> F:
         ),
         click.option(
             "--stop-at-zero/--no-stop-at-zero",
-            default=True,
+            default=STOP_IF_ZERO_GAIN_DEFAULT,
             show_default=True,
-            help="Stop early once no item adds value (may return fewer than the budget).",
+            help="Stop early once no item adds value (may return fewer than the budget; a "
+            "short result is reported and recorded in the manifest). Never stops top-k. The "
+            "default fills the budget; exact ties are broken by a permutation drawn from "
+            "--seed, not by file order. Documented in nncift.selection ('Stopping early').",
         ),
     ]
     for opt in reversed(options):

@@ -9,8 +9,9 @@
   parts cut by the Rust engine's own `greedi_plan` (seeded shuffle, contiguous chunks,
   sorted), a lazy greedy per part in its own Ray task, the union merged by one more greedy.
   Same parts, same per-part budget and the same tie-breaking as
-  ``select(optimizer="greedi", greedi_parts=P)``, so for a given seed and part count the
-  answer equals the local partition-and-merge run (tested).
+  ``select(optimizer="greedi", greedi_parts=P)`` (each part and the merge get the global
+  tie ranks of their items, ``_core.tie_ranks(n, seed)``), so for a given seed and part
+  count the answer equals the local partition-and-merge run (tested), ties included.
 
 Tasks are stateless and idempotent: Ray's own retry (``max_retries``) reruns a task whose
 worker died.
@@ -187,17 +188,20 @@ def _select_part(
     kernel: np.ndarray | None,
     embeddings: np.ndarray | None,
     options: dict[str, Any],
-) -> np.ndarray:
-    """One part's lazy greedy, inside a Ray task -> chosen global indices in pick order."""
+    ranks: np.ndarray,
+) -> tuple[np.ndarray, str | None]:
+    """One part's lazy greedy, inside a Ray task -> (chosen global indices in pick order,
+    why it stopped short or None). `ranks`: the global tie ranks of the part's items."""
     res = select(
         objective,
         budget=min(budget, len(idx)),
         kernel=kernel,
         embeddings=embeddings,
         optimizer="lazy",
+        tie_ranks=ranks,
         **options,
     )
-    return idx[res.indices]
+    return idx[res.indices], res.stopped_early
 
 
 @dataclass
@@ -278,25 +282,27 @@ def select_partitioned(
     cluster = settings.connect()
     n_parts = parts if parts is not None else default_shards(settings, cluster.cpus)
     cut, local_budget = _core.greedi_plan(n, n_parts, seed, count, local_factor)
+    ranks = _core.tie_ranks(n, seed)  # the tie order of the whole pool, as a local run
     task = ray.remote(_select_part).options(
         num_cpus=settings.cpus_per_worker, max_retries=TASK_RETRIES
     )
     t0 = time.perf_counter()
     refs = {}
-    for idx in cut:
-        if kernel is not None:
-            refs[task.remote(objective, idx, local_budget, data[np.ix_(idx, idx)], None, opts)] = (
-                idx
-            )
-        else:
-            refs[task.remote(objective, idx, local_budget, None, data[idx], opts)] = idx
+    for part, idx in enumerate(cut):
+        block = data[np.ix_(idx, idx)] if kernel is not None else data[idx]
+        args = (block, None) if kernel is not None else (None, block)
+        refs[task.remote(objective, idx, local_budget, *args, opts, ranks[idx])] = (part, idx)
     chosen: list[np.ndarray] = []
+    part_stops: dict[int, str] = {}  # part number -> why it stopped short
     try:
         while refs:
             ready, _ = ray.wait(list(refs), num_returns=1)
-            idx = refs.pop(ready[0])
+            part, idx = refs.pop(ready[0])
             try:
-                chosen.append(ray.get(ready[0]))
+                picked, stop = ray.get(ready[0])
+                chosen.append(picked)
+                if stop is not None:
+                    part_stops[part] = stop
             except ray.exceptions.RayTaskError as exc:
                 raise InputError(
                     f"selection on a part of {len(idx)} items failed: {exc.cause}"
@@ -311,14 +317,20 @@ def select_partitioned(
     if kernel is not None:
         merged = select(
             objective, budget=min(count, union.size), kernel=data[np.ix_(union, union)],
-            optimizer="lazy", **opts,
+            optimizer="lazy", tie_ranks=ranks[union], **opts,
         )  # fmt: skip
     else:
         merged = select(
             objective, budget=min(count, union.size), embeddings=data[union], optimizer="lazy",
-            **opts,
+            tie_ranks=ranks[union], **opts,
         )  # fmt: skip
     t2 = time.perf_counter()
+    # As the Rust GreeDi reports it: the merge's own stop, else the first part's (in part
+    # order), else the union was too small.
+    stopped = None
+    if merged.indices.size < count:
+        first_part = part_stops[min(part_stops)] if part_stops else None
+        stopped = merged.stopped_early or first_part or "exhausted"
     result = SelectionResult(
         indices=union[merged.indices],
         gains=merged.gains,
@@ -327,6 +339,8 @@ def select_partitioned(
         mode=f"ray-greedi-{part_mode}",
         optimizer="greedi",
         evaluations=merged.evaluations,
+        budget=count,
+        stopped_early=stopped,
     )
     info = PartitionInfo(
         parts=len(cut), seed=seed, local_budget=int(local_budget), union=int(union.size),

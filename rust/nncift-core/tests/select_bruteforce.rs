@@ -109,6 +109,8 @@ fn eval(f: &SetFunction, k: &Array2<f32>, side: Option<&Array2<f32>>, set: &[usi
     }
 }
 
+/// Greedy by full re-evaluation; exact ties (within 1e-9) go to the lower
+/// tie rank of the engine's default order (seed 0), as the engine does.
 fn brute_greedy(
     f: &SetFunction,
     k: &Array2<f32>,
@@ -116,6 +118,7 @@ fn brute_greedy(
     budget: usize,
 ) -> Vec<usize> {
     let n = k.nrows();
+    let rank = select::tie_ranks(n, 0);
     let mut set = Vec::new();
     for _ in 0..budget {
         let base = eval(f, k, side, &set);
@@ -124,7 +127,8 @@ fn brute_greedy(
             let mut s2 = set.clone();
             s2.push(j);
             let g = eval(f, k, side, &s2) - base;
-            if g > best.0 + 1e-9 {
+            let tie = (g - best.0).abs() <= 1e-9 && rank[j] < rank[best.1];
+            if g > best.0 + 1e-9 || tie {
                 best = (g, j);
             }
         }

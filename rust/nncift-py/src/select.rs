@@ -71,7 +71,10 @@ fn side_spec<'a>(
 /// Run one selection; see `nncift.selection.select` for the documented API.
 ///
 /// Returns (indices int64 (k,), gains float64 (k,), objective, timings
-/// [(stage, seconds)], mode, optimizer, evaluations).
+/// [(stage, seconds)], mode, optimizer, evaluations, stop), where `stop` is
+/// None when `count` items were chosen, else why not (`zero_gain`,
+/// `negative_gain`, `cost_budget`, `exhausted`). `stop_if_zero_gain`'s default
+/// (False) must equal `nncift.selection.STOP_IF_ZERO_GAIN_DEFAULT`.
 #[pyfunction]
 #[pyo3(signature = (
     objective, count, *, kernel=None, embeddings=None, represented_embeddings=None,
@@ -79,7 +82,7 @@ fn side_spec<'a>(
     scores=None, quality_weight=1.0, mode="dense", knn=10, optimizer="lazy", epsilon=0.01,
     eta=1.0, nu=1.0, lambda_=0.5, costs=None, cost_budget=None, initial=None,
     stop_if_zero_gain=false, stop_if_negative_gain=false, seed=0, n_jobs=0, cosine="clip",
-    greedi_parts=0, greedi_local_factor=2.0, kernel_source=None
+    greedi_parts=0, greedi_local_factor=2.0, kernel_source=None, tie_ranks=None
 ))]
 #[allow(clippy::too_many_arguments)]
 #[allow(clippy::type_complexity)]
@@ -114,6 +117,7 @@ pub fn select_core<'py>(
     greedi_parts: usize,
     greedi_local_factor: f64,
     kernel_source: Option<Bound<'py, PyAny>>,
+    tie_ranks: Option<PyReadonlyArray1<'py, i64>>,
 ) -> PyResult<(
     Bound<'py, PyArray1<i64>>,
     Bound<'py, PyArray1<f64>>,
@@ -122,6 +126,7 @@ pub fn select_core<'py>(
     String,
     String,
     u64,
+    Option<&'static str>,
 )> {
     let function = match objective {
         "fl" => SetFunction::FacilityLocation,
@@ -207,6 +212,19 @@ pub fn select_core<'py>(
             initial_v.push(i as usize);
         }
     }
+    let ranks_v = match &tie_ranks {
+        None => None,
+        Some(r) => {
+            let mut v = Vec::with_capacity(r.as_array().len());
+            for &x in r.as_array().iter() {
+                if x < 0 {
+                    return Err(PyValueError::new_err(format!("tie rank {x} is negative")));
+                }
+                v.push(x as u64);
+            }
+            Some(v)
+        }
+    };
     let greedi = (greedi_parts > 0).then_some(Greedi {
         parts: greedi_parts,
         local_factor: greedi_local_factor,
@@ -229,6 +247,7 @@ pub fn select_core<'py>(
             zero_tol: 1e-5,
             initial: initial_v,
             seed,
+            tie_ranks: ranks_v,
             exempt_first: false,
         },
     };
@@ -242,7 +261,20 @@ pub fn select_core<'py>(
         out.mode,
         out.optimizer,
         out.selection.evaluations,
+        out.selection.stop.map(|s| s.name()),
     ))
+}
+
+/// The tie ranks a selection with `seed` uses for `n` items (int64 (n,), a
+/// permutation of 0..n): of two equal gains the item with the lower rank is
+/// chosen. A distributed driver hands each part the ranks of its items.
+#[pyfunction]
+pub fn tie_ranks<'py>(py: Python<'py>, n: usize, seed: u64) -> Bound<'py, PyArray1<i64>> {
+    select::tie_ranks(n, seed)
+        .into_iter()
+        .map(|r| r as i64)
+        .collect::<Vec<i64>>()
+        .into_pyarray(py)
 }
 
 /// The parts partition-and-merge (`optimizer="greedi"`) cuts for `n` items, `parts`
@@ -281,5 +313,6 @@ pub fn greedi_plan<'py>(
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(select_core, m)?)?;
     m.add_function(wrap_pyfunction!(greedi_plan, m)?)?;
+    m.add_function(wrap_pyfunction!(tie_ranks, m)?)?;
     Ok(())
 }

@@ -349,6 +349,12 @@ impl<'a> Problem<'a> {
         self.n
     }
 
+    /// Whether this is the modular (top-k) function: its gains are the scores
+    /// themselves, so a gain of 0 or below is a value, never a reason to stop.
+    pub fn is_modular(&self) -> bool {
+        matches!(self.state, State::None)
+    }
+
     /// Rows fetched per on-the-fly block (bounded working memory).
     fn source_chunk(&self) -> usize {
         (2_000_000 / self.all_cols.len().max(1)).clamp(1, 256)

@@ -9,8 +9,13 @@
 //!   module adds partition-and-merge (GreeDi) and [`run`], the one entry point
 //!   that builds the kernel a mode asks for, times each stage and maximises.
 //!
-//! Determinism: ties break to the lowest index, randomness comes from a seeded
-//! xoshiro256++ stream, and every result is bit-identical for any `n_jobs`.
+//! Determinism: exact ties between equal gains break by a seeded permutation
+//! of the pool ([`tie_ranks`], drawn from the run's seed; GreeDi's parts and
+//! merge use the global ranks of their items), every other random choice
+//! comes from a seeded xoshiro256++ stream too, and every result is
+//! bit-identical for any `n_jobs`. Top-k never stops on a zero or negative
+//! score; a run that returns fewer items than asked says why
+//! ([`Selection::stop`]).
 
 pub mod functions;
 pub mod kernels;
@@ -28,7 +33,7 @@ pub use functions::{Extras, Problem, SetFunction};
 pub use kernels::{
     CosineSource, CosineTransform, DenseSource, KernelData, SharedSource, SparseKernel,
 };
-pub use optimizers::{maximize, Optimizer, RunConfig, Selection};
+pub use optimizers::{maximize, tie_ranks, Optimizer, RunConfig, Selection, Stop};
 
 use crate::error::{CoreError, CoreResult};
 use crate::kernel::PairwiseSource;
@@ -363,9 +368,10 @@ fn effective_optimizer(f: &SetFunction, o: Optimizer) -> Optimizer {
 }
 
 /// The parts of partition-and-merge: a seeded shuffle of `0..n` cut into
-/// `min(parts, n)` contiguous chunks, each sorted so that local tie-breaking
-/// follows global indices. Public so that a distributed driver (Ray) can cut
-/// the same parts and reproduce a local run exactly.
+/// `min(parts, n)` contiguous chunks, each sorted (a part's local index `a`
+/// is global item `part[a]`; ties break by the global [`tie_ranks`] of the
+/// items). Public so that a distributed driver (Ray) can cut the same parts
+/// and reproduce a local run exactly.
 pub fn greedi_partition(n: usize, parts: usize, seed: u64) -> Vec<Vec<usize>> {
     if n == 0 || parts == 0 {
         return Vec::new();
@@ -448,40 +454,60 @@ fn run_greedi(req: &Request<'_>, g: Greedi) -> CoreResult<Outcome> {
         None => spec.source()?,
     };
     let parts = greedi_partition(n, g.parts, req.run.seed);
+    let ranks = match &req.run.tie_ranks {
+        Some(r) if r.len() == n => r.clone(),
+        Some(r) => {
+            return Err(CoreError::Shape(format!(
+                "tie ranks have length {}, the pool has {n} items",
+                r.len()
+            )))
+        }
+        None => tie_ranks(n, req.run.seed),
+    };
+    let ranks_of = |idx: &[usize]| -> Vec<u64> { idx.iter().map(|&i| ranks[i]).collect() };
     let k = req.run.count;
     let local_k = greedi_local_budget(k, g.parts.min(n), g.local_factor);
     let mut union: Vec<usize> = Vec::new();
     let mut t_local = 0.0;
     let mut t_kernel = t0.elapsed().as_secs_f64();
-    let solve =
-        |idx: Vec<usize>, budget: usize, tk: &mut f64, ts: &mut f64| -> CoreResult<Vec<usize>> {
-            let tk0 = Instant::now();
-            let mut owned = None;
-            let kernel = part_kernel(cosine_self.as_deref(), &src, &idx, req.mode, &mut owned)?;
-            let quality = req
-                .quality
-                .as_ref()
-                .map(|(s, w)| (idx.iter().map(|&i| s[i]).collect(), *w));
-            let mut problem = Problem::new(
-                &req.function,
-                Some(kernel),
-                Extras {
-                    quality,
-                    ..Default::default()
-                },
-            )?;
-            *tk += tk0.elapsed().as_secs_f64();
-            let ts0 = Instant::now();
-            let mut cfg = req.run.clone();
-            cfg.count = budget.min(idx.len());
-            cfg.optimizer = effective_optimizer(&req.function, cfg.optimizer);
-            cfg.exempt_first = matches!(req.function, SetFunction::DisparitySum);
-            let sel = maximize(&mut problem, &cfg)?;
-            *ts += ts0.elapsed().as_secs_f64();
-            Ok(sel.indices.into_iter().map(|a| idx[a]).collect())
-        };
+    // The first part that stopped short, and why (reported when the union is
+    // smaller than the budget).
+    let mut part_stop: Option<Stop> = None;
+    let solve = |idx: Vec<usize>,
+                 budget: usize,
+                 tk: &mut f64,
+                 ts: &mut f64|
+     -> CoreResult<(Vec<usize>, Option<Stop>)> {
+        let tk0 = Instant::now();
+        let mut owned = None;
+        let kernel = part_kernel(cosine_self.as_deref(), &src, &idx, req.mode, &mut owned)?;
+        let quality = req
+            .quality
+            .as_ref()
+            .map(|(s, w)| (idx.iter().map(|&i| s[i]).collect(), *w));
+        let mut problem = Problem::new(
+            &req.function,
+            Some(kernel),
+            Extras {
+                quality,
+                ..Default::default()
+            },
+        )?;
+        *tk += tk0.elapsed().as_secs_f64();
+        let ts0 = Instant::now();
+        let mut cfg = req.run.clone();
+        cfg.count = budget.min(idx.len());
+        cfg.optimizer = effective_optimizer(&req.function, cfg.optimizer);
+        cfg.exempt_first = matches!(req.function, SetFunction::DisparitySum);
+        cfg.tie_ranks = Some(ranks_of(&idx));
+        let sel = maximize(&mut problem, &cfg)?;
+        *ts += ts0.elapsed().as_secs_f64();
+        Ok((sel.indices.into_iter().map(|a| idx[a]).collect(), sel.stop))
+    };
     for idx in parts {
-        union.extend(solve(idx, local_k, &mut t_kernel, &mut t_local)?);
+        let (picked, stop) = solve(idx, local_k, &mut t_kernel, &mut t_local)?;
+        union.extend(picked);
+        part_stop = part_stop.or(stop);
     }
     union.sort_unstable();
     // Merge: greedy over the union of local picks, objective on the union.
@@ -507,9 +533,16 @@ fn run_greedi(req: &Request<'_>, g: Greedi) -> CoreResult<Outcome> {
     let optimizer = effective_optimizer(&req.function, cfg.optimizer);
     cfg.optimizer = optimizer;
     cfg.exempt_first = matches!(req.function, SetFunction::DisparitySum);
+    cfg.tie_ranks = Some(ranks_of(&union));
     let mut sel = maximize(&mut problem, &cfg)?;
     let t_merge = ts0.elapsed().as_secs_f64();
     sel.indices = sel.indices.into_iter().map(|a| union[a]).collect();
+    sel.stop = if sel.indices.len() >= k {
+        None
+    } else {
+        // The merge's own stop rule, else a part's, else the union was too small.
+        Some(sel.stop.or(part_stop).unwrap_or(Stop::Exhausted))
+    };
     Ok(Outcome {
         selection: sel,
         timings: vec![

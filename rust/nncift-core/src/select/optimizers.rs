@@ -1,13 +1,20 @@
 //! Greedy maximisers: naive, lazy (priority queue), stochastic and
-//! lazier-than-lazy. All break ties to the lowest index and evaluate gains in
-//! batches whose results do not depend on the batch size, so the chosen set is
-//! bit-identical for any thread count.
+//! lazier-than-lazy. All break exact ties between equal keys (gain, or gain /
+//! cost) by a per-item *tie rank*: the item's position in a permutation of
+//! `0..n` drawn from the run's seed ([`tie_ranks`]), lower rank first, so a
+//! saturated kernel or equal scores give a seeded sample, not the head of the
+//! pool file. Gains are evaluated in batches whose results do not depend on the
+//! batch size, so the chosen set is bit-identical for any thread count.
 //!
 //! Lazy and lazier-than-lazy keep stale gains as upper bounds. A heap entry is
-//! ordered by (key desc, index asc); a fresh entry at the top is the exact
-//! argmax with the lowest index among ties, so lazy greedy returns exactly what
-//! naive greedy returns whenever gains never grow (true bit for bit here: each
-//! term is monotone in the memoised state and sums run in a fixed order).
+//! ordered by (key desc, tie rank asc); a fresh entry at the top is the exact
+//! argmax with the lowest tie rank among ties, so lazy greedy returns exactly
+//! what naive greedy returns whenever gains never grow (true bit for bit here:
+//! each term is monotone in the memoised state and sums run in a fixed order).
+//!
+//! Top-k (the modular function) never stops on the gain rules: a score of 0
+//! or below is still a value to rank by, so only the budget (count or cost)
+//! ends it.
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
@@ -63,7 +70,13 @@ pub struct RunConfig {
     pub zero_tol: f64,
     /// Items already chosen; inserted first, never returned, not charged.
     pub initial: Vec<usize>,
+    /// Seed of the stochastic samples and of the tie ranks.
     pub seed: u64,
+    /// Per-candidate tie ranks `(n,)`: of two equal keys the lower rank wins
+    /// (then the lower index, should ranks repeat). `None`: a permutation of
+    /// `0..n` drawn from `seed` ([`tie_ranks`]). GreeDi hands each part the
+    /// global ranks of its items so that parts and merge agree with one order.
+    pub tie_ranks: Option<Vec<u64>>,
     /// Exempt the first pick from the stop rules (disparity-sum: every single
     /// item has value 0 by definition).
     pub exempt_first: bool,
@@ -81,9 +94,49 @@ impl Default for RunConfig {
             zero_tol: 1e-5,
             initial: Vec::new(),
             seed: 0,
+            tie_ranks: None,
             exempt_first: false,
         }
     }
+}
+
+/// Why a run chose fewer items than its count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// `stop_if_zero_gain`: the best remaining gain was within `zero_tol` of 0.
+    ZeroGain,
+    /// `stop_if_negative_gain`: the best remaining gain was negative.
+    NegativeGain,
+    /// No remaining item fits the remaining cost budget.
+    CostBudget,
+    /// No candidate was left (the pool, or a GreeDi union, is smaller than the count).
+    Exhausted,
+}
+
+impl Stop {
+    /// Short name used in reports (`zero_gain`, `negative_gain`, `cost_budget`, `exhausted`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Stop::ZeroGain => "zero_gain",
+            Stop::NegativeGain => "negative_gain",
+            Stop::CostBudget => "cost_budget",
+            Stop::Exhausted => "exhausted",
+        }
+    }
+}
+
+/// Tie ranks for `n` candidates: a permutation of `0..n` (Fisher-Yates on a
+/// xoshiro256++ stream seeded from `seed` with its own stream constant, so it
+/// is independent of the stochastic samples and of GreeDi's partition).
+/// Depends only on `(n, seed)`: never on the budget or the thread count.
+pub fn tie_ranks(n: usize, seed: u64) -> Vec<u64> {
+    let mut rank: Vec<u64> = (0..n as u64).collect();
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed ^ 0xD1B5_4A32_D192_ED03);
+    for i in (1..n).rev() {
+        let r = below(&mut rng, i + 1);
+        rank.swap(i, r);
+    }
+    rank
 }
 
 /// The outcome of one greedy run.
@@ -97,12 +150,16 @@ pub struct Selection {
     pub objective: f64,
     /// Number of gain evaluations (a work measure).
     pub evaluations: u64,
+    /// Set when fewer than `count` items were chosen: why.
+    pub stop: Option<Stop>,
 }
 
 #[derive(Clone, Copy)]
 struct Item {
     key: f64,
     gain: f64,
+    /// Tie rank of `j` (lower wins an exact tie of `key`).
+    rank: u64,
     j: usize,
     stamp: u64,
 }
@@ -114,7 +171,10 @@ impl PartialEq for Item {
 impl Eq for Item {}
 impl Ord for Item {
     fn cmp(&self, o: &Self) -> Ordering {
-        self.key.total_cmp(&o.key).then_with(|| o.j.cmp(&self.j))
+        self.key
+            .total_cmp(&o.key)
+            .then_with(|| o.rank.cmp(&self.rank))
+            .then_with(|| o.j.cmp(&self.j))
     }
 }
 impl PartialOrd for Item {
@@ -123,13 +183,13 @@ impl PartialOrd for Item {
     }
 }
 
-/// `(key, j)` beats `(key2, j2)`: larger key, then lower index.
+/// `(key, j)` beats `(key2, j2)`: larger key, then lower tie rank, then lower index.
 #[inline]
-fn better(key: f64, j: usize, key2: f64, j2: usize) -> bool {
+fn better(rank: &[u64], key: f64, j: usize, key2: f64, j2: usize) -> bool {
     match key.total_cmp(&key2) {
         Ordering::Greater => true,
         Ordering::Less => false,
-        Ordering::Equal => j < j2,
+        Ordering::Equal => (rank[j], j) < (rank[j2], j2),
     }
 }
 
@@ -140,9 +200,16 @@ struct Run<'p, 'a> {
     remaining: f64,
     out: Selection,
     evals: u64,
+    /// Tie rank per candidate.
+    rank: Vec<u64>,
+    /// Top-k: the gain rules never stop it.
+    ignore_stop_rules: bool,
 }
 
 impl Run<'_, '_> {
+    fn better(&self, key: f64, j: usize, key2: f64, j2: usize) -> bool {
+        better(&self.rank, key, j, key2, j2)
+    }
     fn key(&self, j: usize, g: f64) -> f64 {
         match &self.cfg.costs {
             Some(c) => g / c[j],
@@ -155,12 +222,23 @@ impl Run<'_, '_> {
             None => true,
         }
     }
-    fn should_stop(&self, g: f64) -> bool {
-        if self.cfg.exempt_first && self.out.indices.is_empty() && self.cfg.initial.is_empty() {
+    /// Whether a stop rule ends the run before taking an item of gain `g`;
+    /// records the reason.
+    fn should_stop(&mut self, g: f64) -> bool {
+        if self.ignore_stop_rules
+            || (self.cfg.exempt_first && self.out.indices.is_empty() && self.cfg.initial.is_empty())
+        {
             return false;
         }
-        (self.cfg.stop_if_negative_gain && g < 0.0)
-            || (self.cfg.stop_if_zero_gain && g.abs() < self.cfg.zero_tol)
+        if self.cfg.stop_if_negative_gain && g < 0.0 {
+            self.out.stop = Some(Stop::NegativeGain);
+            return true;
+        }
+        if self.cfg.stop_if_zero_gain && g.abs() < self.cfg.zero_tol {
+            self.out.stop = Some(Stop::ZeroGain);
+            return true;
+        }
+        false
     }
     fn done(&self) -> bool {
         self.out.indices.len() >= self.cfg.count
@@ -225,6 +303,17 @@ pub fn maximize(p: &mut Problem<'_>, cfg: &RunConfig) -> CoreResult<Selection> {
         (Some(_), None) => return Err(CoreError::Value("costs need a total cost budget".into())),
         (None, _) => f64::INFINITY,
     };
+    let rank = match &cfg.tie_ranks {
+        Some(r) if r.len() == n => r.clone(),
+        Some(r) => {
+            return Err(CoreError::Shape(format!(
+                "tie ranks have length {}, the pool has {n} items",
+                r.len()
+            )))
+        }
+        None => tie_ranks(n, cfg.seed),
+    };
+    let ignore_stop_rules = p.is_modular();
     let mut run = Run {
         p,
         cfg,
@@ -235,8 +324,11 @@ pub fn maximize(p: &mut Problem<'_>, cfg: &RunConfig) -> CoreResult<Selection> {
             gains: Vec::new(),
             objective: 0.0,
             evaluations: 0,
+            stop: None,
         },
         evals: 0,
+        rank,
+        ignore_stop_rules,
     };
     for &j in &cfg.initial {
         if j >= n {
@@ -277,6 +369,15 @@ pub fn maximize(p: &mut Problem<'_>, cfg: &RunConfig) -> CoreResult<Selection> {
         run.out.objective = v + q;
     }
     run.out.evaluations = run.evals;
+    if run.out.indices.len() < cfg.count && run.out.stop.is_none() {
+        // No stop rule fired: the loop ran out of candidates. Any item still
+        // untaken did not fit the cost budget.
+        run.out.stop = Some(if run.taken.iter().any(|&t| !t) {
+            Stop::CostBudget
+        } else {
+            Stop::Exhausted
+        });
+    }
     Ok(run.out)
 }
 
@@ -293,7 +394,7 @@ fn naive(run: &mut Run<'_, '_>) -> CoreResult<()> {
         let mut bk = run.key(cands[0], gains[0]);
         for (i, (&j, &g)) in cands.iter().zip(&gains).enumerate().skip(1) {
             let k = run.key(j, g);
-            if better(k, j, bk, cands[bi]) {
+            if run.better(k, j, bk, cands[bi]) {
                 bi = i;
                 bk = k;
             }
@@ -316,6 +417,7 @@ fn lazy(run: &mut Run<'_, '_>, batch: usize) -> CoreResult<()> {
         .map(|(&j, &g)| Item {
             key: run.key(j, g),
             gain: g,
+            rank: run.rank[j],
             j,
             stamp: 0,
         })
@@ -361,6 +463,7 @@ fn lazy(run: &mut Run<'_, '_>, batch: usize) -> CoreResult<()> {
             heap.push(Item {
                 key: run.key(j, g),
                 gain: g,
+                rank: run.rank[j],
                 j,
                 stamp: version,
             });
@@ -413,22 +516,23 @@ fn stochastic(run: &mut Run<'_, '_>, epsilon: f64, lazier: bool, batch: usize) -
             run.gains(&cands, &mut gains)?;
             for (&(pos, j), &g) in sample.iter().zip(&gains) {
                 let key = run.key(j, g);
-                if best.is_none_or(|b| better(key, j, b.0, b.2)) {
+                if best.is_none_or(|b| run.better(key, j, b.0, b.2)) {
                     best = Some((key, g, j, pos));
                 }
             }
         } else {
             let mut order = sample.clone();
+            let rank = &run.rank;
             order.sort_by(|a, b| {
                 bound[b.1]
                     .total_cmp(&bound[a.1])
-                    .then_with(|| a.1.cmp(&b.1))
+                    .then_with(|| (rank[a.1], a.1).cmp(&(rank[b.1], b.1)))
             });
             let mut i = 0;
             while i < order.len() {
                 if let Some(b) = best {
                     let (_, j) = order[i];
-                    if !better(bound[j], j, b.0, b.2) {
+                    if !run.better(bound[j], j, b.0, b.2) {
                         break;
                     }
                 }
@@ -447,7 +551,7 @@ fn stochastic(run: &mut Run<'_, '_>, epsilon: f64, lazier: bool, batch: usize) -
                 }
                 for &(pos, j) in &order[i..end] {
                     let key = bound[j];
-                    if best.is_none_or(|b| better(key, j, b.0, b.2)) {
+                    if best.is_none_or(|b| run.better(key, j, b.0, b.2)) {
                         best = Some((key, fresh_gain[j], j, pos));
                     }
                 }
