@@ -25,6 +25,13 @@ u-split, five seeds. Two label views:
 Every variant and baseline is reported per quadrant (MSE, Spearman), mean and std over seeds,
 plus the u sweep {0.01, 0.05, 0.1, 0.2, 0.4} and a network-size sweep, with the two plots.
 
+delift: the real-LM rows of the reproduction (benches/reproduce.py, section 2): the stored
+140 x 70 SmolLM2 DELIFT matrix on chatterbot (benches/data/chatterbot_labels_140x70.npz),
+MiniLM inputs, u in {0.1, 0.2, 0.3}, seed 0; the paper's network with the old budget
+(20 epochs of the Q1 block) and with the step budget (max_steps 50,000, early stopping
+with patience), and `auto`; Q1-Q4 MSE / Spearman beside the constant / additive / cosine
+baselines, steps taken and seconds. Writes docs/network_delift_chatterbot.json.
+
 table: the five-seed table at every u (other-view labels, M = 2,000 by default). One JSON per
 (u, seed, run) in --cache-dir, so an interrupted sweep resumes where it stopped. Per (u, seed):
 the baselines, `cosine-feature`, and `auto` — whose candidates (constant, cosine-linear, paper,
@@ -733,6 +740,82 @@ def _print_table(view: str, table: dict[str, Any]) -> None:
         print(f"| {name} | " + " | ".join(cells) + f" | {sp[0]:.3f} ± {sp[1]:.3f} |")
 
 
+# ---------------------------------------------------------------------------------------
+# delift: the reproduction's real-LM network-error rows, old budget vs step budget
+# ---------------------------------------------------------------------------------------
+def delift_rows(args: argparse.Namespace) -> dict[str, Any]:
+    from nncift.embed import Embedder
+    from nncift.estimator import EstimatorSettings
+    from nncift.evaluation import fit_and_evaluate
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from reproduce import DATA_DIR, FULL, _small_items
+
+    with np.load(DATA_DIR / "chatterbot_labels_140x70.npz", allow_pickle=False) as z:
+        K = np.asarray(z["delift"], dtype=np.float32)
+    pool, tgt, _ = _small_items(FULL)
+    emb = Embedder(progress=False, cache_dir=args.cache)
+    pe, te = emb.embed(pool.texts), emb.embed(tgt.texts)
+    lo, hi = float(K.min()), float(K.max())
+    K01 = ((K - lo) / (hi - lo)).astype(np.float32)
+    runs: dict[str, Any] = {}
+    setups = {
+        "paper, 20 epochs (old budget)": ("paper", EstimatorSettings(epochs=20)),
+        "paper, step budget": ("paper", EstimatorSettings()),
+        "auto": ("auto", EstimatorSettings()),
+    }
+    for u in [float(x) for x in args.us.split(",")]:
+        for label, (variant, st) in setups.items():
+            t0 = time.perf_counter()
+            rep, est = fit_and_evaluate(
+                K01, pe, te, u=u, seed=0, variant=variant, settings=st,
+                embedding_model=emb.model_id,
+            )  # fmt: skip
+            secs = time.perf_counter() - t0
+            q = rep.quadrants
+            rec = {
+                "u": u,
+                "run": label,
+                "variant": est.variant_,
+                "steps": est.steps_,
+                "best_step": est.best_step_,
+                "no_signal": est.no_signal_,
+                "val_rank": est.val_rank_,
+                "candidates_rank": est.candidates_rank_,
+                "candidate_steps": est.candidate_steps_,
+                "seconds": secs,
+                "quadrants": {
+                    qq: {
+                        p: {"mse": q[qq][p]["mse"], "spearman": q[qq][p].get("spearman")}
+                        for p in ("network", "constant", "additive", "cosine")
+                    }
+                    for qq in ("Q1", "Q2", "Q3", "Q4")
+                },
+            }
+            runs[f"{u}/{label}"] = rec
+            qn = rec["quadrants"]
+            print(
+                f"u={u} {label:32s} -> {est.variant_:15s} steps {est.steps_:6d} "
+                f"(best {est.best_step_:6d}) {secs:6.1f}s | Q2 {qn['Q2']['network']['mse']:.4f}"
+                f"/{_nanbig(qn['Q2']['network']['spearman']):.3f} Q4 "
+                f"{qn['Q4']['network']['mse']:.4f}/{_nanbig(qn['Q4']['network']['spearman']):.3f}"
+                f" | const Q4 {qn['Q4']['constant']['mse']:.4f} cos Q4 "
+                f"{qn['Q4']['cosine']['mse']:.4f}",
+                flush=True,
+            )
+    out = {
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "load_average": os.getloadavg(),
+        "threads": args.threads,
+        "label_range": [lo, hi],
+        "runs": runs,
+    }
+    path = Path(args.out) / "network_delift_chatterbot.json"
+    path.write_text(json.dumps(_no_nan(out), indent=1))
+    print(f"wrote {path}")
+    return out
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "_predict1":
         import torch
@@ -780,6 +863,10 @@ def main() -> None:
     t.add_argument("--render", action="store_true")
     t.add_argument("--render-only", action="store_true")
     t.add_argument("--out", default="docs")
+    dl = sub.add_parser("delift")
+    dl.add_argument("--us", default="0.1,0.2,0.3")
+    dl.add_argument("--cache", default=os.environ.get("NNCIFT_CACHE"))
+    dl.add_argument("--out", default="docs")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 on a shared box)")
     args = ap.parse_args()
     import torch
@@ -789,6 +876,8 @@ def main() -> None:
         speed(args)
     elif args.cmd == "quality":
         quality(args)
+    elif args.cmd == "delift":
+        delift_rows(args)
     elif args.render_only:
         render_table(args)
     else:

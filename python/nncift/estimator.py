@@ -3,13 +3,17 @@
 scikit-learn conventions: `__init__` only stores parameters, `fit` returns `self`, learned
 state ends in `_`, `random_state` is resolved in `fit`.
 
-Training (paper defaults: MSE, Adam, lr 1e-4, batch 64, 20 epochs, one hidden layer of 100)
-with the fixes method.md asks for:
+Training (paper defaults: MSE, Adam, lr 1e-4, batch 64, one hidden layer of 100; the paper's
+20 epochs over ~187k pairs are ~58k optimizer steps, so the budget is counted in steps,
+`max_steps` = 50,000, whatever the size of the labelled block) with the fixes method.md asks for:
 
-- early stopping on held-out *items*: a slice of the labelled rows and columns is removed
-  from training, and the pairs that touch them form the validation set. Random pairs of the
-  training block would not reveal a network that memorises its training items — the failure
-  measured on similarity-like labels. The best epoch (including "before training") is kept.
+- held-out *items*, nested: a slice of the labelled rows and columns is removed from
+  training and split in two halves. Pairs touching the "stop" half score early stopping
+  (every `eval_every` steps, `patience` evaluations without improvement); pairs touching the
+  "selection" half score the model choice and `val_mse_`, so the reported score comes from
+  items that neither trained nor stopped the network. Random pairs of the training block
+  would not reveal a network that memorises its training items — the failure measured on
+  similarity-like labels. The best evaluation (including "before training") is kept.
 - label scaling (standard or min-max) fitted on the training labels only and stored in the
   weight file (`value = raw * label_scale + label_offset`);
 - seeds for the item split, the initialisation and the batch order;
@@ -18,9 +22,12 @@ with the fixes method.md asks for:
 Variants (`variant=`): "paper" (default, the paper's network), "concat", "cosine-feature",
 "bilinear", "cosine-residual" (a cos + b + MLP, weight decay; starts at the cosine-linear fit),
 "cosine-linear" and "constant" (closed-form proxies, still exported as networks), and "auto",
-which fits the candidates and keeps, by default, the simplest one whose held-out-item
-validation MSE is within one standard error (over held-out items) of the lowest — so the
-estimator is never worse, on validation beyond its noise, than the cheapest proxy.
+which fits the candidates and keeps, by default, the simplest one whose rank score on the
+selection half (Spearman of predictions vs labels within each held-out column, averaged over
+columns; over held-out items for pointwise labels) is within one standard error (over
+held-out items) of the highest, MSE breaking ties. Selection uses only the order of the
+values, and a constant has none (rank score 0): when the constant still wins, `no_signal_`
+says the labels carried no learnable signal on held-out items.
 """
 
 from __future__ import annotations
@@ -56,6 +63,22 @@ _CLOSED_FORM = ("cosine-linear", "constant")
 # In order of complexity (parameters): the "one-se" rule of `auto` prefers the earlier ones.
 AUTO_CANDIDATES = ("constant", "cosine-linear", "paper", "cosine-residual", "bilinear")
 AUTO_RULES = ("one-se", "min")
+# The paper: ~187k pairs x 20 epochs at batch 64 = ~58k Adam steps.
+DEFAULT_MAX_STEPS = 50_000
+# Fewest optimizer steps between two evaluations when eval_every is None (an epoch of a
+# small block is a few steps; evaluating that often makes patience meaningless).
+_MIN_EVAL_EVERY = 100
+# Fewest rows in a held-out column for its Spearman to count toward the rank score
+# (the jackknife of a Spearman over 3-4 values swings wildly).
+_MIN_GROUP = 5
+# Most jackknife units per side (items beyond it are pooled into this many groups).
+_MAX_JACKKNIFE_UNITS = 40
+NO_SIGNAL_MESSAGE = (
+    "the labels carried no learnable signal on held-out items: no candidate ranked held-out "
+    "items better than a constant beyond noise, so the network predicts one value and ranks "
+    "nothing; the selection falls back to the true labels of the labelled items and the "
+    "seeded tie order for the rest. Label more items (raise --u), or use --exact"
+)
 
 
 @dataclass(frozen=True)
@@ -65,23 +88,33 @@ class EstimatorSettings:
     hidden_sizes: hidden widths, (100,) in the paper; () = linear model.
     input_layout: "paper" ([e_i, 0, e_j]), "concat" ([e_i, e_j]) or "pointwise" ([e_i]).
     cosine_feature / output_cosine / bilinear_rank: the similarity-aware options (docs/weights.md).
-    lr, epochs, batch_size: Adam learning rate 1e-4, 20 epochs, batches of 64 pairs.
+    lr, batch_size: Adam learning rate 1e-4, batches of 64 pairs (the paper's).
+    max_steps: optimizer-step budget, 50,000 (the paper's 20 epochs over ~187k pairs are
+        ~58k steps); a small labelled block gets as many epochs as fit in it.
+    epochs: optional cap on passes over the training pairs (None: no cap, `max_steps`
+        decides); training stops at whichever of the two comes first.
+    eval_every: optimizer steps between two early-stopping evaluations (None: one epoch,
+        but at least 100 steps); training always ends with an evaluation.
     weight_decay: L2 penalty (AdamW-style decoupled), 0 in the paper.
-    val_fraction: share of labelled items (rows and columns) held out for early stopping;
-        0 disables validation and early stopping (the paper trains without validation).
-    patience: epochs without validation improvement before stopping (None: never stop early).
+    val_fraction: share of labelled items (rows and columns) held out, split in an
+        early-stopping half and a model-selection half; 0 disables validation and early
+        stopping (the paper trains without validation; variant="auto" then refuses).
+    patience: evaluations without improvement on the stop half before stopping (None: never
+        stop early).
     val_pairs: which pairs score validation: "unseen-both" (row and column both held out, like
         Q4; falls back to "unseen-any" below 50 such pairs) or "unseen-any" (any pair touching
         a held-out item, like Q2-Q4). Pairs touching a held-out item never train either way.
     label_scaling: "standard" (mean / std), "minmax" or "none"; fitted on training labels only.
-    auto_rule: how variant="auto" chooses among its candidates (listed simplest first):
-        "one-se" keeps the simplest candidate whose validation MSE exceeds the lowest by at
-        most one standard error of that paired difference, estimated over the held-out items
-        (a candidate must win by more than the validation noise); "min" keeps the lowest.
+    auto_rule: how variant="auto" chooses among its candidates (listed simplest first), by
+        their rank score on the selection half (Spearman within each held-out column,
+        averaged over columns; the constant scores 0), MSE breaking ties: "one-se" keeps the
+        simplest candidate whose rank score is below the highest by at most one standard
+        error of that paired difference, estimated over the held-out items (a candidate must
+        win by more than the noise); "min" keeps the highest.
     refit: after validation, refit the closed-form proxies (constant, cosine-linear: nothing
         to early-stop) on all labelled pairs, held-out items included, as a final model is
         refitted after model selection. Networks keep their early-stopped weights; val_mse_
-        stays the validation MSE of the fit on the training pairs.
+        stays the selection-half MSE of the fit on the training pairs.
     """
 
     hidden_sizes: tuple[int, ...] = (100,)
@@ -90,8 +123,10 @@ class EstimatorSettings:
     output_cosine: bool = False
     bilinear_rank: int = 0
     lr: float = 1e-4
-    epochs: int = 20
+    epochs: int | None = None
     batch_size: int = 64
+    max_steps: int = DEFAULT_MAX_STEPS
+    eval_every: int | None = None
     weight_decay: float = 0.0
     val_fraction: float = 0.2
     patience: int | None = 5
@@ -101,11 +136,19 @@ class EstimatorSettings:
     refit: bool = True
 
     def __post_init__(self) -> None:
-        if self.lr <= 0 or self.epochs < 0 or self.batch_size < 1:
+        if (
+            self.lr <= 0
+            or (self.epochs is not None and self.epochs < 0)
+            or self.batch_size < 1
+            or self.max_steps < 0
+        ):
             raise InputError(
-                f"lr must be > 0, epochs >= 0 and batch_size >= 1; got lr={self.lr}, "
-                f"epochs={self.epochs}, batch_size={self.batch_size}"
+                f"lr must be > 0, epochs >= 0 (or None), batch_size >= 1 and max_steps >= 0; "
+                f"got lr={self.lr}, epochs={self.epochs}, batch_size={self.batch_size}, "
+                f"max_steps={self.max_steps}"
             )
+        if self.eval_every is not None and self.eval_every < 1:
+            raise InputError(f"eval_every must be >= 1 or None, got {self.eval_every}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise InputError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.label_scaling not in ("standard", "minmax", "none"):
@@ -318,16 +361,108 @@ def _check_labels(lab: PairLabels, n_rows: int, n_cols: int | None) -> None:
 
 
 def _held_out_items(
-    items: np.ndarray, frac: float, rng: np.random.Generator, what: str
+    items: np.ndarray, frac: float, rng: np.random.Generator, what: str, least: int = 1
 ) -> np.ndarray:
-    """Choose round(frac * |items|) (at least 1) distinct items to hold out; int64."""
+    """Choose round(frac * |items|) (at least `least`, when 2 stay to train) items; int64."""
     k = max(1, int(round(frac * len(items))))
+    if k < least and len(items) - least >= 2:
+        k = least
     if len(items) - k < 2:
         raise InputError(
             f"too few labelled {what} ({len(items)}) to hold out a validation slice of "
             f"{k} and keep at least 2 for training; label more items or set val_fraction=0"
         )
     return np.sort(rng.choice(items, size=k, replace=False)).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class _Split:
+    """Indices into the labels (int64) and held-out items of the nested split."""
+
+    train_idx: np.ndarray
+    stop_idx: np.ndarray  # pairs touching a stop item and no selection item
+    sel_idx: np.ndarray  # pairs touching a selection item and no stop item
+    rows: np.ndarray  # all held-out row items (stop + selection); items for a square kernel
+    cols: np.ndarray
+    stop_rows: np.ndarray
+    stop_cols: np.ndarray
+    sel_rows: np.ndarray
+    sel_cols: np.ndarray
+
+
+def _halves(held: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Split held-out items into (stop, selection); selection gets the larger half."""
+    perm = rng.permutation(held)
+    k_stop = len(held) // 2
+    return np.sort(perm[:k_stop]), np.sort(perm[k_stop:])
+
+
+def _nested_split(
+    lab: PairLabels,
+    st: EstimatorSettings,
+    rng: np.random.Generator,
+    pointwise: bool,
+    square: bool,
+    min_held_out: int = 1,
+) -> _Split:
+    """Hold out `val_fraction` of the labelled items per side, split them stop / selection.
+
+    Training pairs touch no held-out item. Stop pairs touch a stop item and no selection
+    item; selection pairs the reverse (pairs touching both are used by neither). With
+    `val_pairs="unseen-both"` each half keeps only the pairs whose row and column are both
+    in it when there are at least 50 of them.
+    """
+    empty = np.empty(0, np.int64)
+    if st.val_fraction == 0:
+        return _Split(np.arange(len(lab)), empty, empty, *([empty] * 6))
+    if pointwise:
+        vr = _held_out_items(np.unique(lab.rows), st.val_fraction, rng, "items", min_held_out)
+        vc = empty
+    elif square:
+        items = np.union1d(lab.rows, lab.cols)
+        vr = vc = _held_out_items(items, st.val_fraction, rng, "items", min_held_out)
+    else:
+        vr = _held_out_items(np.unique(lab.rows), st.val_fraction, rng, "rows", min_held_out)
+        vc = _held_out_items(np.unique(lab.cols), st.val_fraction, rng, "columns", min_held_out)
+    sr, er = _halves(vr, rng)
+    sc, ec = (sr, er) if square else _halves(vc, rng)
+    held = np.isin(lab.rows, vr) | (False if pointwise else np.isin(lab.cols, vc))
+    if held.all() or not held.any():
+        raise InputError(
+            f"too few labelled pairs ({len(lab)}) to hold out a validation slice of items "
+            "and keep training pairs; label more pairs or set val_fraction=0"
+        )
+    touch_stop = np.isin(lab.rows, sr) | (False if pointwise else np.isin(lab.cols, sc))
+    touch_sel = np.isin(lab.rows, er) | (False if pointwise else np.isin(lab.cols, ec))
+
+    def narrow(mask: np.ndarray, r: np.ndarray, c: np.ndarray, what: str) -> np.ndarray:
+        idx = np.flatnonzero(mask)
+        if pointwise or not len(idx) or st.val_pairs != "unseen-both":
+            return idx
+        # Score only pairs whose row AND column are held out (Q4-like): a model that is
+        # good on half-seen pairs (Q2 / Q3) can still lose to cosine on fully unseen ones.
+        both = np.isin(lab.rows, r) & np.isin(lab.cols, c)
+        if both.sum() >= _MIN_BOTH_PAIRS:
+            return np.flatnonzero(both)
+        log.info(
+            "only %d %s pairs with both items held out; using all %d pairs that touch one",
+            int(both.sum()),
+            what,
+            len(idx),
+        )
+        return idx
+
+    return _Split(
+        np.flatnonzero(~held),
+        narrow(touch_stop & ~touch_sel, sr, sc, "early-stopping"),
+        narrow(touch_sel & ~touch_stop, er, ec, "model-selection"),
+        vr,
+        vc,
+        sr,
+        sc,
+        er,
+        ec,
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -337,24 +472,32 @@ class InfluenceEstimator:
     """Learn an influence function from labelled pairs (or points) of embedded items.
 
     settings: EstimatorSettings (network and training), the paper's by default.
-    variant: a name in VARIANTS, or "auto" (choose by held-out-item validation MSE, with
-        `settings.auto_rule`).
+    variant: a name in VARIANTS, or "auto" (choose by the rank score on held-out items, with
+        `settings.auto_rule`; refuses without held-out items).
         The variant's overrides are applied on top of `settings`.
     kind: "pairwise" or "pointwise".
     device: "auto" (CUDA when available), "cpu", "cuda", ...
     random_state: int seed, or None for a fresh random seed drawn in `fit`.
-    progress: show a progress bar over epochs.
+    progress: show a progress bar over optimizer steps.
     embedding_model: id of the embedder that produced the inputs (stored in the weights and
         checked by `predict` / evaluation when given).
     label_name: what the labels are ("delift", "delift-se", ...), stored in the weights.
 
     Learned attributes: network_ (InfluenceNetwork, on CPU), variant_, settings_,
-    label_offset_, label_scale_, history_ (per-epoch dicts), best_epoch_, val_mse_
-    (scaled units, None without validation), candidates_ (auto: variant -> val MSE),
-    candidates_se_ (auto, one-se rule: variant -> SE over held-out items of its val-MSE
-    difference to the lowest), candidate_networks_ / candidate_histories_ (variant -> its
-    trained network on CPU / its history),
-    val_rows_, val_cols_ (held-out items), random_state_, embedding_dim_, n_train_pairs_.
+    label_offset_, label_scale_, history_ (one dict per evaluation: step, epoch, train_mse,
+    val_mse on the stop half), steps_ (optimizer steps taken), best_step_ / best_epoch_
+    (the restored evaluation), val_mse_ / val_rank_ (MSE in scaled units / rank score on
+    the selection half; None without validation), criterion_ (what the rank score is),
+    candidates_ (variant -> selection-half MSE), candidates_rank_ (variant -> rank score;
+    the constant's is 0), candidates_stop_mse_ (variant -> best early-stopping MSE),
+    candidates_se_ (auto, one-se rule: variant -> jackknife SE over held-out items of its
+    rank-score difference to the best), no_signal_ (auto chose the constant: the labels
+    carried no learnable order on held-out items; see NO_SIGNAL_MESSAGE),
+    candidate_networks_ / candidate_histories_ / candidate_steps_ (per variant),
+    val_rows_, val_cols_ (held-out items), stop_rows_ / stop_cols_ and sel_rows_ /
+    sel_cols_ (their early-stopping and model-selection halves), nested_ (the halves are
+    disjoint), n_stop_pairs_, n_val_pairs_ (selection pairs), random_state_,
+    embedding_dim_, n_train_pairs_.
     """
 
     def __init__(
@@ -434,44 +577,30 @@ class InfluenceEstimator:
         self.random_state_ = seed
         rng = np.random.default_rng(seed)
 
-        # Held-out items: for a square kernel rows and columns are the same items.
-        s_val = base.val_fraction
-        if s_val > 0:
-            if pointwise:
-                vr = _held_out_items(np.unique(lab.rows), s_val, rng, "items")
-                vc = np.empty(0, np.int64)
-                val_mask = np.isin(lab.rows, vr)
-            elif square:
-                items = np.union1d(lab.rows, lab.cols)
-                vr = vc = _held_out_items(items, s_val, rng, "items")
-                val_mask = np.isin(lab.rows, vr) | np.isin(lab.cols, vr)
-            else:
-                vr = _held_out_items(np.unique(lab.rows), s_val, rng, "rows")
-                vc = _held_out_items(np.unique(lab.cols), s_val, rng, "columns")
-                val_mask = np.isin(lab.rows, vr) | np.isin(lab.cols, vc)
-            if val_mask.all() or not val_mask.any():
-                raise InputError(
-                    f"too few labelled pairs ({len(lab)}) to hold out a validation slice of items "
-                    "and keep training pairs; label more pairs or set val_fraction=0"
-                )
-        else:
-            vr = vc = np.empty(0, np.int64)
-            val_mask = np.zeros(len(lab), bool)
-        train_idx = np.flatnonzero(~val_mask)
-        val_idx = np.flatnonzero(val_mask)
-        if not pointwise and len(val_idx) and base.val_pairs == "unseen-both":
-            # Score only pairs whose row AND column are held out (Q4-like): a model that is
-            # good on half-seen pairs (Q2 / Q3) can still lose to cosine on fully unseen ones.
-            both = np.isin(lab.rows, vr) & np.isin(lab.cols, vc)
-            if both.sum() >= _MIN_BOTH_PAIRS:
-                val_idx = np.flatnonzero(both)
-            else:
-                log.info(
-                    "only %d validation pairs with both items held out; validating on all %d "
-                    "pairs that touch a held-out item",
-                    int(both.sum()),
-                    len(val_idx),
-                )
+        auto = self.variant == "auto"
+        if auto and base.val_fraction == 0:
+            raise InputError(
+                'variant="auto" chooses among its candidates on held-out items, and '
+                "val_fraction=0 holds out none; set val_fraction > 0 (e.g. 0.2), or choose a "
+                "variant (e.g. 'paper' or 'cosine-linear')"
+            )
+        split = _nested_split(lab, base, rng, pointwise, square, min_held_out=2 if auto else 1)
+        train_idx, stop_idx, val_idx = split.train_idx, split.stop_idx, split.sel_idx
+        vr, vc = split.rows, split.cols
+        if auto and (len(val_idx) == 0 or len(stop_idx) == 0):
+            raise InputError(
+                f'variant="auto" needs held-out items to stop training on and others to choose '
+                f"on; {len(lab)} labelled pairs leave too few. Label more items, raise "
+                "val_fraction, or choose a variant (e.g. 'paper' or 'cosine-linear')"
+            )
+        if len(val_idx) and not len(stop_idx):
+            # One held-out item per side: it both stops and scores (not nested).
+            log.info("too few held-out items to split; early stopping and val_mse_ share them")
+            stop_idx = val_idx
+        self.nested_ = bool(len(stop_idx)) and not np.array_equal(stop_idx, val_idx)
+        self.stop_rows_, self.stop_cols_ = split.stop_rows, split.stop_cols
+        self.sel_rows_, self.sel_cols_ = split.sel_rows, split.sel_cols
+        self.n_stop_pairs_ = int(len(stop_idx))
         self.n_val_pairs_ = int(len(val_idx))
         y_train = lab.values[train_idx]
         if np.ptp(y_train) == 0:
@@ -499,54 +628,95 @@ class InfluenceEstimator:
             None if pointwise else torch.from_numpy(ec).to(device),
             lab,
             train_idx,
-            val_idx,
+            stop_idx,
             (lab.values - offset) / scale,
             device,
         )
-        names: tuple[str, ...] = AUTO_CANDIDATES if self.variant == "auto" else (self.variant,)
-        if pointwise and self.variant == "auto":
+        names: tuple[str, ...] = AUTO_CANDIDATES if auto else (self.variant,)
+        if pointwise and auto:
             names = ("constant", "paper")
-        results: dict[
-            str, tuple[float | None, Any, list[dict[str, float]], int, EstimatorSettings]
-        ] = {}
+        results: dict[str, _Trained] = {}
         for k, name in enumerate(names):
             st = settings_for(name, base)
             torch.manual_seed(seed + k)
-            net, hist, best_epoch, best_val = _train_one(name, st, data, seed + k, self.progress)
-            results[name] = (best_val, net, hist, best_epoch, st)
+            results[name] = _train_one(name, st, data, seed + k, self.progress)
+        # Score every candidate on the selection half (items that neither trained nor
+        # stopped it): MSE, and the rank score a selection depends on.
+        groups = lab.rows[val_idx] * 0 if pointwise else lab.cols[val_idx]
+        self.criterion_ = (
+            "spearman over held-out items"
+            if pointwise
+            else ("spearman within held-out columns, mean over columns")
+        )
+        preds: dict[str, np.ndarray] = {}
+        mse: dict[str, float | None] = {}
+        for n in names:
+            if len(val_idx):
+                with torch.no_grad():
+                    p = _forward_idx(results[n].net, data, val_idx).double().cpu().numpy()
+                preds[n] = p
+                mse[n] = float(np.mean((p - data.y_scaled[val_idx]) ** 2))
+            else:
+                mse[n] = None
+        self.candidates_: dict[str, float | None] = mse
+        self.candidates_stop_mse_ = {n: r.best_val for n, r in results.items()}
+        self.candidates_rank_: dict[str, float | None] = {n: None for n in names}
         self.candidates_se_: dict[str, float] = {}
-        if self.variant == "auto":
-            self.candidates_ = {n: r[0] for n, r in results.items()}
-            chosen = min(results, key=lambda n: _nan_inf(results[n][0]))
-            if base.auto_rule == "one-se" and len(val_idx):
-                errors = {}
-                for n in names:
-                    with torch.no_grad():
-                        p = _forward_idx(results[n][1], data, val_idx).double().cpu().numpy()
-                    errors[n] = (p - data.y_scaled[val_idx]) ** 2
-                chosen, self.candidates_se_ = select_one_se(
-                    list(names),
-                    errors,
-                    lab.rows[val_idx],
-                    None if pointwise else lab.cols[val_idx],
-                    square=square,
+        chosen = names[0]
+        rank: _RankScorer | None = None
+        if len(val_idx):
+            rank = _RankScorer(
+                data.y_scaled[val_idx],
+                groups,
+                lab.rows[val_idx],
+                lab.cols[val_idx],
+                pointwise,
+                square,
+            )
+            for n in names:
+                self.candidates_rank_[n] = rank.score(preds[n])
+        if auto:
+            if rank is not None and rank.usable:
+                chosen, self.candidates_se_ = rank.choose(
+                    list(names), preds, mse, one_se=base.auto_rule == "one-se"
                 )
-        else:
-            self.candidates_ = {names[0]: results[names[0]][0]}
-            chosen = names[0]
+            else:
+                # No held-out column has 5 rows: no ranking to score. Say so, choose by MSE.
+                self.criterion_ = "mse (too few held-out items per column for a rank score)"
+                log.warning(
+                    "auto: too few held-out items per column to score rankings; chose by MSE"
+                )
+                errors = {n: (preds[n] - data.y_scaled[val_idx]) ** 2 for n in names}
+                if base.auto_rule == "one-se":
+                    chosen, self.candidates_se_ = select_one_se(
+                        list(names),
+                        errors,
+                        lab.rows[val_idx],
+                        None if pointwise else lab.cols[val_idx],
+                        square=square,
+                    )
+                else:
+                    chosen = min(names, key=lambda n: _nan_inf(mse[n]))
+        self.no_signal_ = bool(auto and chosen == "constant")
+        if self.no_signal_:
+            log.warning("auto chose the constant: %s", NO_SIGNAL_MESSAGE)
         if base.refit and len(val_idx):
             for n in names:
                 if n in _CLOSED_FORM:
-                    _refit_closed_form(results[n][1], n, data)
-        self.candidate_networks_ = {n: r[1].cpu().eval() for n, r in results.items()}
-        self.candidate_histories_ = {n: r[2] for n, r in results.items()}
-        best_val, net, hist, best_epoch, st = results[chosen]
+                    _refit_closed_form(results[n].net, n, data)
+        self.candidate_networks_ = {n: r.net.cpu().eval() for n, r in results.items()}
+        self.candidate_histories_ = {n: r.history for n, r in results.items()}
+        self.candidate_steps_ = {n: r.steps for n, r in results.items()}
+        res = results[chosen]
         self.variant_ = chosen
-        self.settings_ = st
-        self.network_ = net.cpu().eval()
-        self.history_ = hist
-        self.best_epoch_ = best_epoch
-        self.val_mse_ = best_val
+        self.settings_ = res.settings
+        self.network_ = res.net.cpu().eval()
+        self.history_ = res.history
+        self.best_epoch_ = res.best_epoch
+        self.best_step_ = res.best_step
+        self.steps_ = res.steps
+        self.val_mse_ = mse[chosen]
+        self.val_rank_ = self.candidates_rank_[chosen]
         self._scorer: Any = None
         return self
 
@@ -660,6 +830,9 @@ class InfluenceEstimator:
             "variant": self.variant_,
             "random_state": str(self.random_state_),
             "best_epoch": str(self.best_epoch_),
+            "steps": str(self.steps_),
+            "best_step": str(self.best_step_),
+            "no_signal": str(self.no_signal_).lower(),
             "n_train_pairs": str(self.n_train_pairs_),
             "label_scaling": self.settings_.label_scaling,
         }
@@ -726,6 +899,140 @@ def select_one_se(
     return (chosen or best), ses
 
 
+def _avg_ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks with ties averaged (as scipy.stats.rankdata, 0-based); float64."""
+    order = np.argsort(x, kind="mergesort")
+    xs = x[order]
+    first = np.flatnonzero(np.r_[True, xs[1:] != xs[:-1]])
+    counts = np.diff(np.r_[first, len(x)])
+    r = np.empty(len(x), dtype=np.float64)
+    r[order] = np.repeat(first + (counts - 1) / 2.0, counts)
+    return r
+
+
+def _spearman(p: np.ndarray, y: np.ndarray) -> float:
+    """Spearman correlation (average ranks for ties); 0 when either side is constant."""
+    if np.ptp(p) == 0 or np.ptp(y) == 0:
+        return 0.0
+    rp, ry = _avg_ranks(p), _avg_ranks(y)
+    rp -= rp.mean()
+    ry -= ry.mean()
+    return float((rp @ ry) / np.sqrt((rp @ rp) * (ry @ ry)))
+
+
+class _RankScorer:
+    """The rank score of predictions on selection-half pairs, and auto's rule on it.
+
+    y (n,) true (scaled) labels; groups (n,) the column of each pair (all 0 for pointwise
+    labels); rows / cols (n,) the pair's items. Score = mean over groups (columns with at
+    least 5 pairs and non-constant labels) of Spearman(pred, y) within the group: what a
+    selection per target depends on. The standard error of a paired difference of scores
+    is a delete-one-item jackknife (items pooled into at most 40 groups per side): deleting
+    a row item removes its pairs from every column, deleting a column removes its group.
+    """
+
+    def __init__(
+        self,
+        y: np.ndarray,
+        groups: np.ndarray,
+        rows: np.ndarray,
+        cols: np.ndarray,
+        pointwise: bool,
+        square: bool,
+    ) -> None:
+        self.y = y
+        _, inv = np.unique(groups, return_inverse=True)
+        members = [np.flatnonzero(inv == g) for g in range(int(inv.max()) + 1 if len(inv) else 0)]
+        self.members = [m for m in members if len(m) >= _MIN_GROUP and np.ptp(y[m]) > 0]
+        self.usable = bool(self.members)
+        # Jackknife sides: a boolean "pair touches unit u" matrix per side.
+        self.sides: list[list[np.ndarray]] = []
+        specs: list[tuple[np.ndarray, np.ndarray | None]]
+        if pointwise:
+            specs = [(rows, None)]
+        elif square:
+            specs = [(rows, cols)]
+        else:
+            specs = [(rows, None), (cols, None)]
+        for a, b in specs:
+            items = np.unique(a if b is None else np.concatenate([a, b]))
+            if len(items) < 2:
+                continue
+            unit = np.arange(len(items)) % _MAX_JACKKNIFE_UNITS
+            ua = unit[np.searchsorted(items, a)]
+            ub = None if b is None else unit[np.searchsorted(items, b)]
+            drops = [(ua == u) | (False if ub is None else ub == u) for u in np.unique(unit)]
+            self.sides.append(drops)
+
+    def _group_scores(
+        self, pred: np.ndarray, drop: np.ndarray | None = None, base: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Spearman per group (NaN for a group left unusable by `drop`); with `base`, only
+        the groups `drop` touches are recomputed."""
+        out = np.full(len(self.members), np.nan)
+        for g, m in enumerate(self.members):
+            if drop is not None:
+                hit = drop[m]
+                if base is not None and not hit.any():
+                    out[g] = base[g]
+                    continue
+                m = m[~hit]
+                if len(m) < _MIN_GROUP or np.ptp(self.y[m]) == 0:
+                    continue
+            out[g] = _spearman(pred[m], self.y[m])
+        return out
+
+    def score(self, pred: np.ndarray) -> float | None:
+        """Mean within-group Spearman; None when no group is usable."""
+        return float(np.mean(self._group_scores(pred))) if self.usable else None
+
+    def choose(
+        self,
+        names: list[str],
+        preds: dict[str, np.ndarray],
+        mse: dict[str, float | None],
+        one_se: bool,
+    ) -> tuple[str, dict[str, float]]:
+        """Highest rank score (lower MSE breaks ties), or with `one_se` the simplest
+        candidate (first in `names`) within one jackknife SE of it; returns (name, {name: SE})."""
+        base = {n: self._group_scores(preds[n]) for n in names}
+        full = {n: float(np.mean(base[n])) for n in names}
+
+        def key(n: str) -> tuple[float, float]:
+            return (full[n], -_nan_inf(mse[n]))
+
+        best = max(names, key=key)
+        if not one_se:
+            return best, {}
+        reps: list[dict[str, np.ndarray]] = []
+        for drops in self.sides:
+            side = {}
+            for n in names:
+                vals = []
+                for d in drops:
+                    gs = self._group_scores(preds[n], d, base[n])
+                    vals.append(float(np.nanmean(gs)) if np.isfinite(gs).any() else np.nan)
+                side[n] = np.array(vals, dtype=np.float64)
+            reps.append(side)
+        ses: dict[str, float] = {}
+        chosen = None
+        best_sc = full[best]
+        for n in names:
+            var, usable = 0.0, False
+            for side in reps:
+                d = side[best] - side[n]
+                if np.all(np.isfinite(d)) and len(d) >= 2:
+                    k = len(d)
+                    var += (k - 1) / k * float(np.sum((d - d.mean()) ** 2))
+                    usable = True
+            if not usable:
+                return best, {}
+            ses[n] = float(np.sqrt(var))
+            if chosen is None and best_sc - full[n] <= ses[n]:
+                chosen = n  # best itself always qualifies, so chosen is set by then
+        return (chosen or best), ses
+
+
 def _jackknife_var(d: np.ndarray, a: np.ndarray, b: np.ndarray | None) -> float | None:
     """Delete-one-item jackknife variance of mean(d).
 
@@ -760,7 +1067,7 @@ class _Data:
     cols_e: Any  # (N, d) or None (pointwise)
     lab: PairLabels
     train_idx: np.ndarray  # indices into lab
-    val_idx: np.ndarray
+    stop_idx: np.ndarray  # early-stopping pairs (the stop half of the held-out items)
     y_scaled: np.ndarray  # (n,) float64, all labels scaled with the training fit
     device: Any
 
@@ -799,11 +1106,11 @@ def _refit_closed_form(net: Any, name: str, data: _Data) -> None:
 def _val_mse(net: Any, data: _Data) -> float | None:
     import torch
 
-    if len(data.val_idx) == 0:
+    if len(data.stop_idx) == 0:
         return None
     with torch.no_grad():
-        pred = _forward_idx(net, data, data.val_idx).double().cpu().numpy()
-    return float(np.mean((pred - data.y_scaled[data.val_idx]) ** 2))
+        pred = _forward_idx(net, data, data.stop_idx).double().cpu().numpy()
+    return float(np.mean((pred - data.y_scaled[data.stop_idx]) ** 2))
 
 
 def _forward_idx(net: Any, data: _Data, idx: np.ndarray) -> Any:
@@ -822,10 +1129,34 @@ def _forward_idx(net: Any, data: _Data, idx: np.ndarray) -> Any:
     return torch.cat(out) if out else torch.zeros(0, device=data.device)
 
 
+@dataclass
+class _Trained:
+    net: Any
+    history: list[dict[str, float]]
+    best_epoch: int
+    best_step: int
+    steps: int  # optimizer steps taken
+    best_val: float | None  # best early-stopping MSE (stop half, scaled)
+    settings: EstimatorSettings
+
+
+def step_budget(st: EstimatorSettings, n_train: int) -> tuple[int, int, int]:
+    """(steps per epoch, step budget, steps between evaluations) for n_train pairs.
+
+    The budget is `max_steps`, capped by `epochs` passes when `epochs` is set.
+    """
+    spe = max(1, -(-n_train // st.batch_size))
+    budget = st.max_steps if st.epochs is None else min(st.max_steps, st.epochs * spe)
+    every = st.eval_every if st.eval_every is not None else max(_MIN_EVAL_EVERY, spe)
+    return spe, budget, every
+
+
 def _train_one(
     name: str, st: EstimatorSettings, data: _Data, seed: int, progress: bool
-) -> tuple[Any, list[dict[str, float]], int, float | None]:
-    """Train one variant; returns (network, history, best_epoch, best validation MSE)."""
+) -> _Trained:
+    """Train one variant: Adam steps up to the step budget, early stopping every
+    `eval_every` steps on the stop half with `patience` evaluations; the best evaluation
+    (step 0 included) is restored."""
     import torch
 
     from nncift.network import InfluenceNetwork
@@ -858,7 +1189,8 @@ def _train_one(
                 net.cosine_weight.fill_(a)
         if name in _CLOSED_FORM:
             val = _val_mse(net, data)
-            return net, [{"epoch": 0, "val_mse": val if val is not None else float("nan")}], 0, val
+            hist = [{"step": 0, "epoch": 0.0, "val_mse": _nan(val)}]
+            return _Trained(net, hist, 0, 0, 0, val, st)
 
     params = [p for p in net.parameters() if p.requires_grad]
     opt = _Adam(params, lr=st.lr, weight_decay=st.weight_decay)
@@ -867,19 +1199,25 @@ def _train_one(
     rows_all = torch.from_numpy(data.lab.rows).to(data.device)
     cols_all = torch.from_numpy(data.lab.cols).to(data.device)
     y_all = torch.from_numpy(data.y_scaled.astype(np.float32)).to(data.device)
+    spe, budget, every = step_budget(st, len(tr))
 
     best_val = _val_mse(net, data)
     best_state = copy.deepcopy(net.state_dict())
-    best_epoch, bad = 0, 0
+    best_step, bad, step = 0, 0, 0
     history: list[dict[str, float]] = [
-        {"epoch": 0, "train_mse": float("nan"), "val_mse": _nan(best_val)}
+        {"step": 0, "epoch": 0.0, "train_mse": float("nan"), "val_mse": _nan(best_val)}
     ]
-    bar = _progress(progress, st.epochs, name)
+    bar = _progress(progress, budget, name)
+    total, count, stop = 0.0, 0, False
+    # A batch of 64 pairs is too small to split across threads: on a busy 2-core box two
+    # threads ran 250 steps in 8.9 s, one thread in 0.2 s. Restored after training.
+    threads = torch.get_num_threads()
+    if data.device.type == "cpu":
+        torch.set_num_threads(1)
     try:
-        for epoch in range(1, st.epochs + 1):
+        while step < budget and not stop:
             net.train()
             perm = tr[torch.randperm(len(tr), generator=gen)].to(data.device)
-            total, count = 0.0, 0
             for s in range(0, len(perm), st.batch_size):
                 bt = perm[s : s + st.batch_size]
                 i = rows_all.index_select(0, bt)
@@ -893,35 +1231,48 @@ def _train_one(
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                step += 1
                 total += float(loss.detach()) * len(bt)
                 count += len(bt)
-            net.eval()
-            val = _val_mse(net, data)
-            history.append(
-                {"epoch": epoch, "train_mse": total / max(1, count), "val_mse": _nan(val)}
-            )
-            if bar is not None:
-                bar[0].update(bar[1], advance=1, description=f"{name} val={_nan(val):.4g}")
-            if val is None:
-                best_state, best_epoch = copy.deepcopy(net.state_dict()), epoch
-                continue
-            if best_val is None or val < best_val:
-                best_val, best_state, best_epoch, bad = (
-                    val,
-                    copy.deepcopy(net.state_dict()),
-                    epoch,
-                    0,
+                if step % every and step < budget:
+                    continue
+                net.eval()
+                val = _val_mse(net, data)
+                net.train()
+                history.append(
+                    {
+                        "step": step,
+                        "epoch": step / spe,
+                        "train_mse": total / max(1, count),
+                        "val_mse": _nan(val),
+                    }
                 )
-            else:
-                bad += 1
-                if st.patience is not None and bad >= st.patience:
-                    log.info("%s: early stop at epoch %d (best %d)", name, epoch, best_epoch)
+                total, count = 0.0, 0
+                if bar is not None:
+                    bar[0].update(bar[1], completed=step, description=f"{name} val={_nan(val):.4g}")
+                if val is None:
+                    best_state, best_step = copy.deepcopy(net.state_dict()), step
+                elif best_val is None or val < best_val:
+                    best_val, best_state, best_step, bad = (
+                        val,
+                        copy.deepcopy(net.state_dict()),
+                        step,
+                        0,
+                    )
+                else:
+                    bad += 1
+                    if st.patience is not None and bad >= st.patience:
+                        log.info("%s: early stop at step %d (best %d)", name, step, best_step)
+                        stop = True
+                if stop or step >= budget:
                     break
     finally:
+        torch.set_num_threads(threads)
         if bar is not None:
             bar[0].stop()
     net.load_state_dict(best_state)
-    return net, history, best_epoch, best_val
+    net.eval()
+    return _Trained(net, history, -(-best_step // spe), best_step, step, best_val, st)
 
 
 class _Adam:
@@ -986,7 +1337,7 @@ def _progress(enabled: bool, total: int, name: str) -> tuple[Any, Any] | None:
     from rich.progress import Progress
 
     p = Progress(transient=True)
-    task = p.add_task(name, total=total)
+    task = p.add_task(name, total=total)  # optimizer steps
     p.start()
     return p, task
 
@@ -994,10 +1345,13 @@ def _progress(enabled: bool, total: int, name: str) -> tuple[Any, Any] | None:
 __all__ = [
     "AUTO_CANDIDATES",
     "AUTO_RULES",
+    "DEFAULT_MAX_STEPS",
+    "NO_SIGNAL_MESSAGE",
     "VARIANTS",
     "EstimatorSettings",
     "InfluenceEstimator",
     "PairLabels",
     "read_labels",
     "settings_for",
+    "step_budget",
 ]
