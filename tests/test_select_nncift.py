@@ -66,22 +66,65 @@ def test_delift_se_nncift_stages_and_cache_reuse(files: tuple[Path, Path], tmp_p
     assert "warnings" not in m["results"]  # a real ranking: no unranked-picks warning
 
 
+def test_switching_the_network_reuses_labels_but_u_or_seed_relabels(
+    files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Labels are keyed by what determines them: another --network / --epochs trains a new
+    network on the labels already computed; another --u or --seed computes new labels."""
+    pool, _ = files
+    args = ["select", "--pool", str(pool), "--method", "delift-se", "--budget", "5",
+            "--cache-dir", str(tmp_path / "cache"), "--no-stop-at-zero"]  # fmt: skip
+
+    def stages(*extra: str) -> tuple[dict, dict]:
+        out = tmp_path / f"{len(list(tmp_path.glob('*.jsonl')))}.jsonl"
+        code, output = run(*args, *extra, "--out", str(out))
+        assert code == 0, output
+        m = manifest_of(out)
+        return m["stages"], m["results"]
+
+    paper = ("--network", "paper", "--epochs", "2")
+    first, r1 = stages("--u", "0.1", *paper)
+    assert first["label_data"]["computed_tiles"] > 0
+    for network in (("--network", "constant"), ("--network", "paper", "--epochs", "3")):
+        st, r = stages("--u", "0.1", *network)
+        assert st["label_data"]["computed_tiles"] == 0, network
+        assert st["label_data"]["reused_tiles"] == first["label_data"]["computed_tiles"]
+        assert st["train_data"]["reused"] is False  # a fresh network for new settings
+        assert r["run_dir"] == r1["run_dir"]
+        assert r["valuation"]["entries"]["data"]["true_labels"] == 12 * 12
+    st, _ = stages("--u", "0.1", *paper)  # the first settings again: nothing new
+    assert st["label_data"]["computed_tiles"] == 0 and st["train_data"]["reused"] is True
+    for relabel in (("--u", "0.2"), ("--u", "0.1", "--seed", "1")):
+        st, r = stages(*relabel, *paper)
+        assert st["label_data"]["computed_tiles"] > 0 and st["label_data"]["reused_tiles"] == 0
+        assert r["run_dir"] != r1["run_dir"]
+
+
 def test_constant_values_warn_that_picks_follow_pool_order(
     files: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    """A network that predicts one value ranks nothing: the user is told, not left guessing."""
+    """A network that predicts one value ranks nothing: the user is told, not left guessing.
+
+    Only the 12 labelled items (u = 0.1 of 120) carry values (their true labels, used as
+    computed); past them every pick has no gain.
+    """
     pool, _ = files
     out = tmp_path / "c.jsonl"
     code, output = run("select", "--pool", str(pool), "--method", "delift-se", "--u", "0.1",
-                       "--network", "constant", "--budget", "10", "--cache-dir",
+                       "--network", "constant", "--budget", "30", "--cache-dir",
                        str(tmp_path / "cache"), "--no-stop-at-zero", "--out", str(out))  # fmt: skip
     assert code == 0, output
-    warnings = manifest_of(out)["results"]["warnings"]
-    assert len(warnings) == 1 and "9 of 10 picks had no gain" in warnings[0]
-    # ... and what it says holds: a constant kernel's picks are the first 10 pool records.
+    m = manifest_of(out)
+    warnings = m["results"]["warnings"]
+    assert len(warnings) == 1 and "18 of 30 picks had no gain" in warnings[0]
+    # ... and what it says holds: the labelled items first (ranked by their true labels),
+    # then the constant part of the kernel's picks in pool order.
+    labelled = np.load(Path(m["results"]["run_dir"]) / "labels-data" / "rows.npy")
+    records = [json.loads(x)["prompt"] for x in pool.read_text().splitlines()]
     chosen = [json.loads(x)["prompt"] for x in out.read_text().splitlines()]
-    first = [json.loads(x)["prompt"] for x in pool.read_text().splitlines()[:10]]
-    assert chosen == first
+    assert set(chosen[:12]) == {records[i] for i in labelled}
+    rest = [p for i, p in enumerate(records) if i not in set(labelled.tolist())]
+    assert chosen[12:] == rest[:18]
 
 
 def test_unranked_picks_counts_ties_and_zero_gains() -> None:

@@ -20,7 +20,7 @@ from nncift.embed import DEFAULT_EMBEDDER, Embedder
 from nncift.errors import InputError
 from nncift.io import atomic_path, write_text_atomic
 from nncift.manifest import Manifest
-from nncift.valuation import ValuationOptions, Valuer, plan_valuation, run_key
+from nncift.valuation import ValuationOptions, Valuer, label_key
 
 log = logging.getLogger(__name__)
 
@@ -97,13 +97,9 @@ class SelectRun:
         ]
         if self.objective_value is not None:
             lines.append(f"objective value {self.objective_value:.6g}")
-        budget = self.manifest.options.get("budget_count")
-        if budget is not None and k < budget:
-            lines.append(
-                f"note: stopped at {k} of the budget {budget}: no remaining item adds value to "
-                "the objective (the kernel is saturated); pass --no-stop-at-zero to fill the "
-                "budget, or try another --objective or --network"
-            )
+        short = self.manifest.results.get("short_of_budget")
+        if short:
+            lines.append(f"warning: {short['message']}")
         stages = ", ".join(
             f"{name} {rec['seconds']:.2f}s" for name, rec in self.manifest.stages.items()
         )
@@ -194,8 +190,7 @@ def run_select(
         target: the target set (`D_T`) for objectives that need one (flmi, flcg).
         out: output file (.jsonl/.json/.csv/.parquet); the manifest goes next to it.
     """
-    if options.method not in METHODS:
-        raise InputError(f"unknown method {options.method!r}; choose from {', '.join(METHODS)}")
+    _check_method(options.method)
     out_path = Path(out) if out is not None else None
     if out_path is not None:
         check_output_path(out_path)
@@ -225,6 +220,7 @@ def run_select(
             result = _select(objective, k, kwargs, options, rec)
             rec.update(mode=result.mode, optimizer=result.optimizer, timings=result.timings)
         indices, gains, value = result.indices, result.gains, float(result.objective)
+        _warn_if_short(result, k, manifest)
         _warn_if_unranked(gains, options.method, manifest)
 
     manifest.results.update(selected=int(len(indices)), objective_value=value)
@@ -238,12 +234,50 @@ def run_select(
     return run
 
 
+#: What to do about a selection that stopped short of its budget, by reason.
+_SHORT_ADVICE = {
+    "zero_gain": "pass --no-stop-at-zero to fill the budget (tied items then follow the "
+    "seeded tie order), or try another --objective or --network",
+    "negative_gain": "every further item lowers the objective; lower --budget or try "
+    "another --objective",
+    "cost_budget": "raise the cost budget or lower --budget",
+    "exhausted": "lower --budget",
+}
+
+
+def _warn_if_short(result: Any, budget: int, manifest: Manifest) -> None:
+    """Warn and record `results.short_of_budget` when fewer than `budget` items came back."""
+    from nncift.selection import STOP_REASONS
+
+    chosen = len(result.indices)
+    if chosen >= budget:
+        return
+    reason = getattr(result, "stopped_early", None) or "exhausted"
+    msg = (
+        f"selected {chosen} of the budget {budget}: "
+        f"{STOP_REASONS.get(reason, reason)}; {_SHORT_ADVICE.get(reason, 'lower --budget')}"
+    )
+    log.warning(msg)
+    manifest.results["short_of_budget"] = {
+        "selected": chosen,
+        "budget": budget,
+        "reason": reason,
+        "message": msg,
+    }
+
+
+def _check_method(method: str) -> None:
+    if method not in METHODS:
+        raise InputError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+
+
 def unranked_picks(gains: np.ndarray) -> int:
     """Picks after the first whose gain is <= 0 or equal to the pick before.
 
-    Such picks carry no ranking: the selection engine breaks exact ties by pool index, so
-    they follow the order of the input file. Many of them mean the values are (near-)
-    constant (e.g. a network that learned nothing) or the kernel is saturated.
+    Such picks carry no ranking: the selection engine breaks exact ties by a permutation of
+    the pool drawn from the run's seed, so among tied items they are a seeded random choice
+    (another ``--seed`` picks others), not the best ones. Many of them mean the values are
+    (near-)constant (e.g. a network that learned nothing) or the kernel is saturated.
     """
     g = np.asarray(gains, dtype=np.float64)
     if g.size < 2:
@@ -264,7 +298,8 @@ def _warn_if_unranked(gains: np.ndarray, method: str, manifest: Manifest) -> Non
         )
         msg = (
             f"{n} of {k} picks had no gain or the same gain as the pick before: the values "
-            f"rank nothing there, so those picks follow the pool's order. Likely {advice}."
+            "rank nothing there, so those picks are a random choice among tied items (the "
+            f"tie order drawn from --seed), not a ranking. Likely {advice}."
         )
         log.warning(msg)
         manifest.results.setdefault("warnings", []).append(msg)
@@ -363,7 +398,8 @@ def _value(
 
     vopt = valuation_options(options)
     root = Path(options.cache_dir) if options.cache_dir else default_cache_dir()
-    run_dir = root / "runs" / run_key(pool, target, vopt)
+    # Keyed by what determines the labels only: another network reuses them (valuation.py).
+    run_dir = root / "runs" / label_key(pool, target, vopt)
     manifest.results["run_dir"] = str(run_dir)
     valuer = Valuer(
         pool, target, pool_emb, target_emb, vopt,
@@ -393,12 +429,28 @@ def _influence_inputs(objective: str, valuation: Any) -> dict[str, Any]:
     return kwargs
 
 
-def plan_select(pool: Items, target: Items | None, options: SelectOptions) -> str:
-    """What `run_select` would do, with LM passes, memory and time estimates (no work done)."""
+def plan_select(
+    pool: Items, target: Items | None, options: SelectOptions, *, throughput: Any = None
+) -> str:
+    """What `run_select` would do, with LM passes, tokens, memory and time estimates.
+
+    No labels, embeddings or selection are computed, but the run's own checks are: a run
+    `run_select` would refuse raises the same error here. For delift, less and selectit the
+    label time comes from the token counts of the passes the run would make over these very
+    texts and from a short probe of the LM on this machine (`nncift.lm_probe`; its first use
+    loads the LM and takes a few seconds, then it is cached). Other methods load no LM.
+
+    throughput: a `nncift.lm_probe.Throughput` to price LM passes with instead of the probe.
+    """
+    from nncift.plan import plan_valuation
     from nncift.selection import estimate_selection
 
+    _check_method(options.method)
     k = resolve_budget(options.budget, len(pool))
     objective = resolve_objective(options.objective, options.method, target is not None)
+    if options.method == "embedding":  # the run's input checks, on stand-in embeddings
+        stand_in = np.zeros((1, 1), dtype=np.float32)
+        _embedding_inputs(objective, stand_in, None if target is None else stand_in)
     lines = [
         f"plan: {options.method} on {len(pool):,} pool items"
         + (f" and {len(target):,} targets" if target is not None else "")
@@ -410,30 +462,61 @@ def plan_select(pool: Items, target: Items | None, options: SelectOptions) -> st
             f"  embed            {n_texts:,} texts with {options.embedder} (cached texts skipped)"
         )
     total_passes, total_seconds = 0, 0.0
+    notes: list[str] = []
     if options.method in ("delift", "delift-se", "less", "selectit"):
-        vopt = valuation_options(options)
-        for st in plan_valuation(
-            len(pool), len(target) if target is not None else None, vopt, objective
-        ):
+        vplan = plan_valuation(
+            pool, target, valuation_options(options), objective,
+            cache_dir=options.cache_dir, throughput=throughput,
+        )  # fmt: skip
+        for st in vplan.stages:
             extra = []
             if st.lm_passes:
                 extra.append(f"{st.lm_passes:,} LM passes")
+            if st.tokens:
+                extra.append(f"{st.tokens:,} tokens")
             if st.memory_bytes:
                 extra.append(f"{st.memory_bytes / 2**20:,.1f} MiB")
-            extra.append(f"~{st.seconds:,.0f} s on 2 CPU cores")
+            if st.basis:
+                extra.append(f"~{st.seconds:,.0f} s: {st.basis}")
+            else:
+                extra.append(f"~{st.seconds:,.0f} s on 2 CPU cores")
             lines.append(f"  {st.stage:<16} {st.what} ({', '.join(extra)})")
             total_passes += st.lm_passes
             total_seconds += st.seconds
+        tp = vplan.throughput
+        if tp is not None:
+            where = ", ".join(
+                str(tp.key.get(f)) for f in ("lm", "dtype", "device") if tp.key.get(f)
+            )
+            load = " ".join(f"{x:.2f}" for x in tp.load_average)
+            notes.append(
+                f"measured on this machine: {tp.forward.tokens_per_second():,.0f} tokens/s "
+                f"(LM forward, batches of 4 x 256 tokens; {where}, {tp.key.get('threads')} threads; "
+                + ("probe cached" if vplan.probe_cached else "probed now")
+                + (f" {tp.measured_at}" if tp.measured_at else "")
+                + (f" at load average {load}" if load else "")
+                + (f", {vplan.probe_file}" if vplan.probe_file else "")
+                + "); a busier machine takes longer"
+            )
     if options.method != "random":
         d = 384
         n_q = len(target) if target is not None and objective in ("flmi", "flcg") else 0
+        given = options.method != "embedding"
         plan = estimate_selection(
-            len(pool), budget=k, d=d, objective=objective, n_queries=n_q,
-            kernel_given=options.method not in ("embedding",),
+            len(pool), budget=k, d=d, objective=objective, n_queries=n_q, kernel_given=given,
         )  # fmt: skip
-        lines.append(f"  select           {plan}")
+        held = ""
+        if given and objective != "topk":
+            # The predicted dense kernels are held in memory while the selection runs.
+            m = len(pool)
+            kernels = 4 * m * m + 4 * m * n_q
+            plan = replace(plan, memory_bytes=plan.memory_bytes + kernels)
+            shapes = f"{m:,} x {m:,}" + (f" + {m:,} x {n_q:,}" if n_q else "")
+            held = f", including the predicted {shapes} float32 kernel{'s' if n_q else ''}"
+        lines.append(f"  select           {plan}{held}")
         total_seconds += plan.seconds
     lines.append(
         f"total: {total_passes:,} LM passes, roughly {total_seconds:,.0f} s before embedding"
     )
+    lines.extend(notes)
     return "\n".join(lines)

@@ -12,9 +12,17 @@ What each method produces, and the selection rule that goes with it (method.md):
 | less | K[pool, target] | pairwise; value = mean over targets | top-k |
 | selectit | value per pool item | pointwise | top-k |
 
-Stage outputs live in a run folder (`cache_dir/runs/<key>`): labels (resumable tiles, via
-`nncift.influence.store`) and trained networks (`*.safetensors`), keyed by everything that
-determines them, so a rerun that changes only the budget or objective reruns selection only.
+Wherever a true label exists (the labelled block of a kernel, a labelled item's score, a
+labelled (item, target) pair inside LESS's mean over targets) it is used as computed; the
+network only predicts the rest (`use_true_labels`; counts in `Valuation.info["entries"]`).
+
+Stage outputs live in a run folder `cache_dir/runs/<label_key>/`: `labels-<name>/` (resumable
+tiles, via `nncift.influence.store`) and `net-<network_key>-<name>.safetensors` (trained
+networks). `label_key` holds only what determines the labels (data, method, LM and its
+settings, the embedder for DELIFT (SE), u, seed, influence settings); `network_key` adds the
+network's settings. So a rerun with another budget or objective reruns selection only, and one
+with another `--network`, `--epochs` or hidden sizes trains a network on the labels already
+there.
 """
 
 from __future__ import annotations
@@ -43,7 +51,8 @@ INFLUENCE_METHODS = ("delift", "delift-se", "less", "selectit")
 #: to give the validation slice a chance): the minimum pool is ceil(MIN_LABELLED / u).
 MIN_LABELLED = 4
 #: Version of what a run folder holds; bump when labels or networks would differ.
-RUN_LAYOUT = 2
+#: 3: folders keyed by `label_key` (labels only), networks by `network_key` inside them.
+RUN_LAYOUT = 3
 
 
 @dataclass(frozen=True)
@@ -76,6 +85,8 @@ class Valuation:
     data_kernel: (M, M) float32 K[candidate, represented] (delift family) or None.
     query_kernel: (M, N) float32 K[pool, target] (flmi / flcg) or None.
     scores: (M,) float32 (less, selectit) or None.
+    info: label ranges, and under ``entries`` per block (data, pairwise, points) how many
+    entries are true labels (the labelled block, used as computed) and how many predicted.
     """
 
     data_kernel: np.ndarray | None = None
@@ -93,16 +104,97 @@ def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
-def run_key(pool: Items, target: Items | None, options: ValuationOptions) -> str:
-    """A key for everything that determines the labels and networks of a run."""
+def label_key(pool: Items, target: Items | None, options: ValuationOptions) -> str:
+    """A key for exactly what determines a run's labels: it names the run folder.
+
+    The data (a sha256 over every prompt and response, in order: the labels are computed from
+    the texts, not the ids, so changed texts under the same ids relabel and renamed ids do not),
+    the method and its settings, the LM and its settings (LM methods only), the embedder
+    (DELIFT (SE) only: its labels are embedding cosines; the u-split itself does not depend on
+    it), u (unless exact), the seed and the layout version. The network's settings (variant,
+    epochs, hidden sizes) are not in it: changing the network never relabels.
+    """
+    from nncift.influence.store import items_digest
+
+    opt = options
+    facts: dict[str, Any] = {
+        "layout": RUN_LAYOUT,
+        "pool": items_digest(pool),
+        "target": items_digest(target) if target is not None else None,
+        "method": opt.method,
+        "exact": opt.exact,
+        "u": None if opt.exact else opt.u,
+        "seed": opt.seed,
+        "influence_settings": opt.influence_settings,
+    }
+    if opt.method in LM_METHODS:
+        facts.update(lm=opt.lm, dtype=opt.dtype, max_length=opt.max_length)
+    if opt.method == "delift-se":
+        facts["embedder"] = opt.embedder
+    return _digest(facts)
+
+
+def network_key(options: ValuationOptions) -> str:
+    """A key for a network trained in a run folder: every valuation setting but the device.
+
+    The folder already fixes the labels (`label_key`); this adds the network's own settings
+    (variant, epochs, hidden sizes, embedder of its inputs, seed), and any setting added to
+    `ValuationOptions` later, so a network is never reused for other settings.
+    """
     return _digest(
-        {
-            "layout": RUN_LAYOUT,
-            "pool": _digest(pool.ids),
-            "target": _digest(target.ids) if target is not None else None,
-            **{k: v for k, v in asdict(options).items() if k not in ("device",)},
-        }
+        {"layout": RUN_LAYOUT, **{k: v for k, v in asdict(options).items() if k != "device"}}
     )
+
+
+def use_true_labels(
+    predicted: np.ndarray,
+    labels: np.ndarray,
+    rows: np.ndarray,
+    cols: np.ndarray | None,
+    *,
+    how: str,
+    n_cols: int | None = None,
+    predicted_block: np.ndarray | None = None,
+) -> dict[str, int]:
+    """Put the labels already computed in place of the network's predictions (in place).
+
+    The labelled block was paid for at the influence function's full cost; the estimator
+    is only for the rest.
+
+    how: ``dense`` -> predicted (M, N) float32, ``predicted[rows][:, cols] = labels``
+    (labels (len(rows), len(cols))); ``pointwise`` -> predicted (M,), ``predicted[rows] =
+    labels`` (labels (len(rows),)); ``mean`` -> predicted (M,) row means over `n_cols`
+    columns (LESS): the labelled rows' means are corrected to use the true value on the
+    labelled columns and the prediction elsewhere, given `predicted_block` (len(rows),
+    len(cols)), the predictions the labels replace.
+
+    Returns the number of entries of the underlying matrix (or vector) that are true labels
+    and predictions: ``{"true_labels": ..., "predicted": ...}``.
+    """
+    r = np.asarray(rows, dtype=np.int64)
+    lab = np.asarray(labels, dtype=np.float32)
+    if how == "pointwise":
+        predicted[r] = lab
+        total = predicted.shape[0]
+    elif how == "dense":
+        assert cols is not None
+        predicted[np.ix_(r, np.asarray(cols, dtype=np.int64))] = lab
+        total = predicted.shape[0] * predicted.shape[1]
+    elif how == "mean":
+        if predicted_block is None or n_cols is None:
+            raise ValueError("how='mean' needs predicted_block and n_cols")
+        diff = lab.astype(np.float64).sum(axis=1) - np.asarray(
+            predicted_block, dtype=np.float64
+        ).sum(axis=1)
+        predicted[r] = (predicted[r].astype(np.float64) + diff / n_cols).astype(np.float32)
+        total = predicted.shape[0] * n_cols
+    else:
+        raise ValueError(f"how must be dense, pointwise or mean, got {how!r}")
+    return {"true_labels": int(lab.size), "predicted": int(total - lab.size)}
+
+
+def _all_true(labels: np.ndarray) -> dict[str, int]:
+    return {"true_labels": int(labels.size), "predicted": 0}
 
 
 def _scale01(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -259,20 +351,49 @@ class Valuer:
         with ray_fn:
             yield ray_fn
 
-    def _predict(self, path: Path, how: str, rows: np.ndarray, cols: np.ndarray | None) -> Any:
-        """Scores from the network at `path`: locally, or in Ray row shards."""
-        from nncift.scorer import PairwiseScorer
+    def _predict(
+        self,
+        path: Path,
+        how: str,
+        col_emb: np.ndarray | None,
+        labelled: tuple[np.ndarray, np.ndarray, np.ndarray | None],
+    ) -> tuple[np.ndarray, dict[str, int]]:
+        """Values of every pool row from the network at `path` (locally, or in Ray row
+        shards), with the true labels used wherever they exist (`use_true_labels`).
 
-        if self.ray is not None:
-            from nncift.distributed.shards import score_sharded
+        how: dense (M, N), mean (M,) over the columns, or pointwise (M,).
+        labelled: (labels, rows, cols) of the block computed with the influence function.
+        Returns (values float32, counts of true-label and predicted entries).
+        """
+        labels, rows, cols = labelled
 
-            return score_sharded(self.ray, path, rows, cols, how=how)
-        scorer = PairwiseScorer.load(path)
-        if how == "dense":
-            return scorer.score(rows, cols)
-        if how == "pointwise":
-            return scorer.pointwise(rows)
-        return scorer.aggregate(rows, cols, how=how)
+        def predict(how: str, row_emb: np.ndarray, col_emb: np.ndarray | None) -> np.ndarray:
+            if self.ray is not None:
+                from nncift.distributed.shards import score_sharded
+
+                return np.asarray(score_sharded(self.ray, path, row_emb, col_emb, how=how))
+            from nncift.scorer import PairwiseScorer
+
+            scorer = PairwiseScorer.load(path)
+            if how == "dense":
+                return scorer.score(row_emb, col_emb)
+            if how == "pointwise":
+                return scorer.pointwise(row_emb)
+            return scorer.aggregate(row_emb, col_emb, how=how)
+
+        values = np.asarray(predict(how, self.pool_emb, col_emb), dtype=np.float32)
+        if not values.flags.writeable:
+            values = values.copy()
+        block = None
+        if how == "mean":
+            # The predictions the labels replace: the small labelled block, same network.
+            assert col_emb is not None and cols is not None
+            block = predict("dense", self.pool_emb[rows], col_emb[cols])
+        n_cols = None if col_emb is None else col_emb.shape[0]
+        counts = use_true_labels(
+            values, labels, rows, cols, how=how, n_cols=n_cols, predicted_block=block
+        )
+        return values, counts
 
     def _network(
         self,
@@ -285,8 +406,10 @@ class Valuer:
         """Train (or reuse) the network for one label block; return its weight file."""
         from nncift.estimator import EstimatorSettings, InfluenceEstimator
 
-        path = self.run_dir / f"net-{name}.safetensors"
+        # One folder per labels, one file per network settings: a new network reuses the labels.
+        path = self.run_dir / f"net-{network_key(self.opt)}-{name}.safetensors"
         with self.manifest.stage(f"train_{name}") as rec:
+            rec["path"] = str(path)
             if path.is_file():
                 rec["reused"] = True
             else:
@@ -362,12 +485,16 @@ class Valuer:
         labels = self._labels("data", (None, None), rows, cols)
         lo, hi = float(labels.min()), float(labels.max())
         if self.opt.exact:
-            data = labels
+            data, counts = labels, _all_true(labels)
         else:
             net = self._network("data", labels, rows, cols, square=True)
-            with self.manifest.stage("predict_data", pairs=m * m):
-                data = self._predict(net, "dense", self.pool_emb, self.pool_emb)
-        val = Valuation(data_kernel=_scale01(data, lo, hi), info={"label_range_data": [lo, hi]})
+            with self.manifest.stage("predict_data", pairs=m * m) as rec:
+                data, counts = self._predict(net, "dense", self.pool_emb, (labels, rows, cols))
+                rec.update(counts)
+        val = Valuation(
+            data_kernel=_scale01(data, lo, hi),
+            info={"label_range_data": [lo, hi], "entries": {"data": counts}},
+        )
         if objective in ("flmi", "flcg"):
             assert self.target is not None and self.target_emb is not None
             n = len(self.target)
@@ -376,13 +503,17 @@ class Valuer:
             labels = self._labels("pairwise", (self.target, self.target_emb), rows, cols)
             lo, hi = float(labels.min()), float(labels.max())
             if self.opt.exact:
-                query = labels
+                query, counts = labels, _all_true(labels)
             else:
                 net = self._network("pairwise", labels, rows, cols, square=False)
-                with self.manifest.stage("predict_pairwise", pairs=m * n):
-                    query = self._predict(net, "dense", self.pool_emb, self.target_emb)
+                with self.manifest.stage("predict_pairwise", pairs=m * n) as rec:
+                    query, counts = self._predict(
+                        net, "dense", self.target_emb, (labels, rows, cols)
+                    )
+                    rec.update(counts)
             val.query_kernel = _scale01(query, lo, hi)
             val.info["label_range_pairwise"] = [lo, hi]
+            val.info["entries"]["pairwise"] = counts
         return val
 
     def _less(self) -> Valuation:
@@ -392,98 +523,32 @@ class Valuer:
         assert cols is not None
         labels = self._labels("pairwise", (self.target, self.target_emb), rows, cols)
         if self.opt.exact:
-            scores = labels.mean(axis=1)
+            scores, counts = labels.mean(axis=1), _all_true(labels)
         else:
             net = self._network("pairwise", labels, rows, cols, square=False)
-            with self.manifest.stage("predict_pairwise", pairs=m * n):
+            with self.manifest.stage("predict_pairwise", pairs=m * n) as rec:
                 # LESS's pointwise value: mean over the task's targets (one task here).
-                scores = self._predict(net, "mean", self.pool_emb, self.target_emb)
-        return Valuation(scores=np.asarray(scores, dtype=np.float32))
+                scores, counts = self._predict(net, "mean", self.target_emb, (labels, rows, cols))
+                rec.update(counts)
+        return Valuation(
+            scores=np.asarray(scores, dtype=np.float32), info={"entries": {"pairwise": counts}}
+        )
 
     def _pointwise(self) -> Valuation:
         m = len(self.pool)
         rows, _ = self._rows_cols(m, None)
         labels = self._labels("points", (None, None), rows, None)
         if self.opt.exact:
-            scores = labels
+            scores, counts = labels, _all_true(labels)
         else:
             net = self._network("points", labels, rows, None, square=False)
-            with self.manifest.stage("predict_points", points=m):
-                scores = self._predict(net, "pointwise", self.pool_emb, None)
-        return Valuation(scores=np.asarray(scores, dtype=np.float32))
-
-
-# ---------------------------------------------------------------- planning (--dry-run)
-
-#: Rough CPU seconds per LM sequence (2 cores, SmolLM2-135M, ~200-token texts), measured by
-#: benches/bench_influence.py; a plan is an order of magnitude, not a promise.
-CPU_SECONDS_PER_PASS = {"delift": 0.05, "less": 0.15, "selectit": 0.05}
-#: Network training throughput (pairs x epochs per second) on 2 CPU cores.
-TRAIN_PAIRS_PER_SECOND = 2.0e5
-#: Rust scorer throughput (pairs per second) on 2 CPU cores, benches/bench_scorer.py.
-SCORE_PAIRS_PER_SECOND = 4.0e7
-
-
-@dataclass
-class StagePlan:
-    stage: str
-    what: str
-    lm_passes: int = 0
-    memory_bytes: int = 0
-    seconds: float = 0.0
-
-
-def plan_valuation(
-    n_pool: int, n_target: int | None, options: ValuationOptions, objective: str
-) -> list[StagePlan]:
-    """The label / train / predict stages a run would execute, with rough costs."""
-    from nncift.split import n_in
-
-    method, u, exact = options.method, options.u, options.exact
-    blocks: list[tuple[str, int, int | None]] = []  # (name, n_rows, n_cols)
-    if method == "selectit":
-        blocks.append(("points", n_pool, None))
-    elif method == "less":
-        blocks.append(("pairwise", n_pool, n_target or 0))
-    else:
-        blocks.append(("data", n_pool, n_pool))
-        if objective in ("flmi", "flcg"):
-            blocks.append(("pairwise", n_pool, n_target or 0))
-    plans = []
-    per_pass = CPU_SECONDS_PER_PASS.get(method, 0.0)
-    for name, m, n in blocks:
-        rows = m if exact else n_in(m, u)
-        cols = None if n is None else (n if exact else n_in(n, u))
-        if method == "selectit":
-            passes = 5 * rows  # K = 5 rating prompts per item
-        elif method == "less":
-            # Gradients per item and checkpoint (forward + backward), plus the warm-up.
-            passes = 2 * (rows + (cols or 0)) + max(1, n_pool // 20)
-        elif method == "delift":
-            passes = rows * (cols or 0) + (cols or 0)  # + the no-example pass per target
-        else:
-            passes = 0
-        what = f"{rows} x {cols}" if cols is not None else f"{rows} items"
-        label = StagePlan(f"label_{name}", f"{method} on {what}", lm_passes=passes)
-        label.seconds = passes * per_pass
-        plans.append(label)
-        if exact:
-            continue
-        n_pairs = rows * (cols or 1)
-        plans.append(
-            StagePlan(
-                f"train_{name}",
-                f"InfluenceNetwork on {n_pairs:,} labels, {options.epochs} epochs",
-                seconds=n_pairs * options.epochs / TRAIN_PAIRS_PER_SECOND,
-            )
+            with self.manifest.stage("predict_points", points=m) as rec:
+                scores, counts = self._predict(net, "pointwise", None, (labels, rows, None))
+                rec.update(counts)
+        return Valuation(
+            scores=np.asarray(scores, dtype=np.float32), info={"entries": {"points": counts}}
         )
-        out_pairs = m * (n if n is not None else 1)
-        plans.append(
-            StagePlan(
-                f"predict_{name}",
-                f"Rust scorer on {out_pairs:,} {'pairs' if n is not None else 'items'}",
-                memory_bytes=4 * out_pairs,
-                seconds=out_pairs / SCORE_PAIRS_PER_SECOND,
-            )
-        )
-    return plans
+
+
+# Planning (`nncift select --dry-run`) lives in `nncift.plan`: it runs `Valuer.value`'s checks
+# and lays out the labelled blocks' LM passes from the texts, priced by `nncift.lm_probe`.
