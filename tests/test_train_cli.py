@@ -186,3 +186,31 @@ def test_evaluate_sweep_subprocess(files) -> None:
     assert (out / "error_vs_size.png").stat().st_size > 1000
     recs = json.loads((out / "sweep_arch.json").read_text())
     assert [r["arch"] for r in recs] == [[4], [16]]
+
+
+def test_train_reports_steps_and_says_when_labels_carry_no_signal(files) -> None:
+    """Issue 14: the step count is reported; auto's constant is called out, not hidden."""
+    rng = np.random.default_rng(100)
+    np.save(files / "noise.npy", rng.normal(size=(30, 20)))
+    net = files / "noise.safetensors"
+    args = ["train", "--labels", str(files / "noise.npy"), "--pool", str(files / "pool.npy"),
+            "--target", str(files / "target.npy"), "--out", str(net), "--variant", "auto",
+            "--epochs", "4", "--lr", "3e-3"]  # fmt: skip
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    assert "trained constant" in res.output and "no learnable signal" in res.output
+    man = json.loads((files / "noise.safetensors.manifest.json").read_text())
+    assert man["stages"]["fit"]["no_signal"] is True
+    assert any("no learnable signal" in w for w in man["results"]["warnings"])
+    assert man["results"]["candidates_rank"]["constant"] == 0.0
+    # A named variant on learnable labels: steps taken, capped here by --max-steps.
+    res = CliRunner().invoke(
+        cli,
+        ["train", "--labels", str(files / "q1.npz"), "--pool", str(files / "pool.npy"),
+         "--target", str(files / "target.npy"), "--out", str(net), "--max-steps", "30",
+         "--hidden", "8", "--lr", "3e-3"],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "(30 steps, best at step" in res.output and "no learnable signal" not in res.output
+    man = json.loads((files / "noise.safetensors.manifest.json").read_text())
+    assert man["stages"]["fit"]["steps"] == man["results"]["steps"] == 30

@@ -699,7 +699,8 @@ class InfluenceEstimator:
                     chosen = min(names, key=lambda n: _nan_inf(mse[n]))
         self.no_signal_ = bool(auto and chosen == "constant")
         if self.no_signal_:
-            log.warning("auto chose the constant: %s", NO_SIGNAL_MESSAGE)
+            # The CLIs print it and record it in the manifest; the API has no_signal_.
+            log.info("auto chose the constant: %s", NO_SIGNAL_MESSAGE)
         if base.refit and len(val_idx):
             for n in names:
                 if n in _CLOSED_FORM:

@@ -55,7 +55,7 @@ def parse_hidden(text: str) -> tuple[int, ...]:
 
 def training_options(fn: Any) -> Any:
     """Network and training options shared by `train` and `evaluate`."""
-    from nncift.estimator import VARIANTS
+    from nncift.estimator import DEFAULT_MAX_STEPS, VARIANTS
 
     opts = [
         click.option(
@@ -63,7 +63,9 @@ def training_options(fn: Any) -> Any:
             type=click.Choice([*VARIANTS, "auto"]),
             default="paper",
             show_default=True,
-            help="Network variant; auto = pick by validation MSE on held-out items.",
+            help="Network variant; auto = fit constant, cosine-linear, paper, cosine-residual "
+            "and bilinear and keep the simplest whose rank score (Spearman within each "
+            "held-out target) on held-out items is within one standard error of the best.",
         ),
         click.option(
             "--hidden", default="100", show_default=True, help="Hidden sizes, e.g. 100 or 256,64."
@@ -75,7 +77,27 @@ def training_options(fn: Any) -> Any:
             show_default=True,
             help="Pair input layout: paper = [e_i, 0, e_j], concat = [e_i, e_j].",
         ),
-        click.option("--epochs", type=int, default=20, show_default=True),
+        click.option(
+            "--max-steps",
+            type=int,
+            default=DEFAULT_MAX_STEPS,
+            show_default=True,
+            help="Adam-step budget (the paper: 20 epochs of ~187k pairs = ~58k steps); early "
+            "stopping usually ends training sooner.",
+        ),
+        click.option(
+            "--epochs",
+            type=int,
+            default=None,
+            help="Optional cap on passes over the training pairs (default: none; --max-steps "
+            "and early stopping decide).",
+        ),
+        click.option(
+            "--eval-every",
+            type=int,
+            default=None,
+            help="Steps between early-stopping evaluations (default: one epoch, at least 100).",
+        ),
         click.option("--lr", type=float, default=1e-4, show_default=True),
         click.option("--batch-size", type=int, default=64, show_default=True),
         click.option("--weight-decay", type=float, default=0.0, show_default=True),
@@ -84,9 +106,16 @@ def training_options(fn: Any) -> Any:
             type=float,
             default=0.2,
             show_default=True,
-            help="Share of labelled items held out for early stopping (0 = none).",
+            help="Share of labelled items held out, half for early stopping and half for "
+            "choosing and scoring the model (0 = none; auto then refuses).",
         ),
-        click.option("--patience", type=int, default=5, show_default=True),
+        click.option(
+            "--patience",
+            type=int,
+            default=5,
+            show_default=True,
+            help="Evaluations without improvement before stopping.",
+        ),
         click.option(
             "--label-scaling",
             type=click.Choice(["standard", "minmax", "none"]),
@@ -123,6 +152,8 @@ def settings_from(kw: dict[str, Any]) -> Any:
         input_layout=kw["layout"],
         lr=kw["lr"],
         epochs=kw["epochs"],
+        max_steps=kw["max_steps"],
+        eval_every=kw["eval_every"],
         batch_size=kw["batch_size"],
         weight_decay=kw["weight_decay"],
         val_fraction=kw["val_fraction"],
@@ -178,7 +209,7 @@ def settings_from(kw: dict[str, Any]) -> Any:
 @user_errors
 def train_cmd(ctx: click.Context, **kw: Any) -> None:
     """Train an InfluenceNetwork on labelled pairs and export it for the Rust scorer."""
-    from nncift.estimator import InfluenceEstimator, read_labels
+    from nncift.estimator import NO_SIGNAL_MESSAGE, InfluenceEstimator, read_labels
     from nncift.io import load_npy
 
     quiet = bool(ctx.obj.get("quiet", False))
@@ -208,20 +239,38 @@ def train_cmd(ctx: click.Context, **kw: Any) -> None:
     with man.stage("fit") as rec:
         est.fit(rows_e, cols_e, labels)
         rec.update(
-            {"variant": est.variant_, "best_epoch": est.best_epoch_, "val_mse_scaled": est.val_mse_}
+            {
+                "variant": est.variant_,
+                "steps": est.steps_,
+                "best_step": est.best_step_,
+                "best_epoch": est.best_epoch_,
+                "val_mse_scaled": est.val_mse_,
+                "val_rank": est.val_rank_,
+                "criterion": est.criterion_,
+                "no_signal": est.no_signal_,
+            }
         )
     out = Path(kw["out"])
     est.export(out)
     man.results = {
         "network": str(out),
         "variant": est.variant_,
+        "steps": est.steps_,
         "candidates_val_mse_scaled": est.candidates_,
+        "candidates_rank": est.candidates_rank_,
+        "candidates_se": est.candidates_se_,
+        "candidate_steps": est.candidate_steps_,
         "history": est.history_,
     }
+    if est.no_signal_:
+        man.results["warnings"] = [NO_SIGNAL_MESSAGE]
     man.write(out.with_name(out.name + ".manifest.json"))
     if not quiet:
         val = "n/a" if est.val_mse_ is None else f"{est.val_mse_ * est.label_scale_**2:.5g}"
+        rank = "n/a" if est.val_rank_ is None else f"{est.val_rank_:.3f}"
         click.echo(
-            f"trained {est.variant_} on {est.n_train_pairs_} pairs (best epoch {est.best_epoch_}, "
-            f"held-out-item val MSE {val}) -> {out}"
+            f"trained {est.variant_} on {est.n_train_pairs_} pairs ({est.steps_} steps, best at "
+            f"step {est.best_step_}; held-out-item val MSE {val}, Spearman {rank}) -> {out}"
         )
+        if est.no_signal_:
+            click.echo(f"warning: {NO_SIGNAL_MESSAGE}", err=True)
