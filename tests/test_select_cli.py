@@ -127,3 +127,57 @@ def test_real_subprocess_run(pool_file: Path, tmp_path: Path) -> None:
     bad = subprocess.run([exe, "select", "--pool", str(tmp_path / "missing.jsonl"), "--out", str(out)],
                          capture_output=True, text=True, timeout=120)  # fmt: skip
     assert bad.returncode != 0 and "no such file" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.fixture(scope="module")
+def copies_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three texts, four copies each (own ids): facility location saturates after 3 picks."""
+    texts = ("How do I bake bread?", "What is the capital of France?", "Explain recursion.")
+    recs = [
+        {"id": f"r{4 * a + b}", "prompt": t, "response": f"An answer about {t}"}
+        for a, t in enumerate(texts)
+        for b in range(4)
+    ]
+    path = tmp_path_factory.mktemp("copies") / "pool.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs), encoding="utf-8")
+    return path
+
+
+def test_a_short_selection_is_reported_and_recorded(copies_file: Path, tmp_path: Path) -> None:
+    out = tmp_path / "z.jsonl"
+    res = CliRunner().invoke(
+        cli, ["select", "--pool", str(copies_file), "--budget", "6", "--stop-at-zero",
+              "--out", str(out)], catch_exceptions=False,
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "warning: selected 3 of the budget 6: no remaining item adds value" in res.output
+    assert len(out.read_text().splitlines()) == 3
+    short = json.loads((tmp_path / "z.manifest.json").read_text())["results"]["short_of_budget"]
+    assert (short["selected"], short["budget"], short["reason"]) == (3, 6, "zero_gain")
+    # The default fills the budget (no stop at zero gain) and records nothing.
+    full = tmp_path / "f.jsonl"
+    res = CliRunner().invoke(
+        cli, ["select", "--pool", str(copies_file), "--budget", "6", "--out", str(full)],
+        catch_exceptions=False,
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert len(full.read_text().splitlines()) == 6 and "of the budget" not in res.output
+    manifest = json.loads((tmp_path / "f.manifest.json").read_text())
+    assert "short_of_budget" not in manifest["results"]
+
+
+def test_zero_gain_picks_follow_the_seed_not_the_file(copies_file: Path, tmp_path: Path) -> None:
+    picks = {}
+    for seed in range(4):
+        out = tmp_path / f"s{seed}.jsonl"
+        code, output = run("select", "--pool", str(copies_file), "--budget", "9", "--seed",
+                           str(seed), "--out", str(out))  # fmt: skip
+        assert code == 0, output
+        rows = [json.loads(line) for line in out.read_text().splitlines()]
+        assert len(rows) == 9
+        picks[seed] = [r["nncift_id"] for r in rows]
+    # Picks 4..9 all have gain 0: which copies they are is the seed's tie order.
+    assert len({tuple(p[3:]) for p in picks.values()}) > 1
+    # ... not the file's order (the old lowest-index rule took the remaining copies in it).
+    in_file_order = [sorted(p[3:], key=lambda i: int(i[1:])) == p[3:] for p in picks.values()]
+    assert not all(in_file_order)

@@ -100,7 +100,7 @@ def test_switching_the_network_reuses_labels_but_u_or_seed_relabels(
         assert r["run_dir"] != r1["run_dir"]
 
 
-def test_constant_values_warn_that_picks_follow_pool_order(
+def test_constant_values_warn_that_picks_rank_nothing(
     files: tuple[Path, Path], tmp_path: Path
 ) -> None:
     """A network that predicts one value ranks nothing: the user is told, not left guessing.
@@ -118,13 +118,18 @@ def test_constant_values_warn_that_picks_follow_pool_order(
     warnings = m["results"]["warnings"]
     assert len(warnings) == 1 and "18 of 30 picks had no gain" in warnings[0]
     # ... and what it says holds: the labelled items first (ranked by their true labels),
-    # then the constant part of the kernel's picks in pool order.
+    # then the constant part of the kernel's picks in the seed's tie order (issue 14: no
+    # longer pool order, so a sorted pool file does not decide them).
+    from nncift import _core
+
     labelled = np.load(Path(m["results"]["run_dir"]) / "labels-data" / "rows.npy")
     records = [json.loads(x)["prompt"] for x in pool.read_text().splitlines()]
     chosen = [json.loads(x)["prompt"] for x in out.read_text().splitlines()]
     assert set(chosen[:12]) == {records[i] for i in labelled}
-    rest = [p for i, p in enumerate(records) if i not in set(labelled.tolist())]
-    assert chosen[12:] == rest[:18]
+    rank = _core.tie_ranks(len(records), 0)  # --seed 0
+    rest = sorted(set(range(len(records))) - set(labelled.tolist()), key=lambda i: rank[i])
+    assert chosen[12:] == [records[i] for i in rest[:18]]
+    assert chosen[12:] != [records[i] for i in sorted(rest)[:18]]  # not the file's order
 
 
 def test_unranked_picks_counts_ties_and_zero_gains() -> None:
