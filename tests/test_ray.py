@@ -282,11 +282,13 @@ def test_sharded_scoring_equals_local(cluster: object, tmp_path: Path) -> None:
         score_sharded(ray_settings, net, rows, cols[:, :5])
 
 
-@pytest.mark.parametrize("source", ["embeddings", "kernel"])
+@pytest.mark.parametrize("source", ["embeddings", "kernel", "constant"])
 @pytest.mark.parametrize("objective", ["fl", "graph-cut", "disparity-min"])
 def test_partition_and_merge_on_ray_equals_local(
     cluster: object, source: str, objective: str
 ) -> None:
+    """Equal to the local run, ties included (`constant`: every gain ties, so the seeded tie
+    order alone decides; parts and merge must use the pool's global tie ranks)."""
     from nncift.distributed.cluster import RaySettings
     from nncift.distributed.shards import select_partitioned
     from nncift.selection import select
@@ -299,6 +301,8 @@ def test_partition_and_merge_on_ray_equals_local(
         if source == "embeddings"
         else {"kernel": np.clip(emb @ emb.T, 0, 1).astype(np.float32)}
     )
+    if source == "constant":
+        data = {"kernel": np.ones((240, 240), np.float32)}
     for seed, parts in ((0, 3), (5, 4)):
         local = select(objective, budget=20, optimizer="greedi", greedi_parts=parts, seed=seed,
                        **data)  # fmt: skip
