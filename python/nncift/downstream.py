@@ -28,6 +28,7 @@ import numpy as np
 
 from nncift.data import Items
 from nncift.errors import InputError
+from nncift.influence._lm import cut_left, start_sequence
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,8 @@ def rouge(prediction: str, reference: str) -> dict[str, float]:
 
 
 def _chat(lm: Any, turns: list[tuple[str, str]], prompt: str) -> list[int]:
-    """Token ids of demonstrations (user, assistant) then `prompt`, ready for generation."""
+    """Token ids of demonstrations (user, assistant) then `prompt`, ready for generation
+    (started like every nncift sequence: `start_sequence`)."""
     tok = lm.tokenizer
     if getattr(tok, "chat_template", None):
         messages: list[dict[str, str]] = []
@@ -88,12 +90,12 @@ def _chat(lm: Any, turns: list[tuple[str, str]], prompt: str) -> list[int]:
         ids = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
         if isinstance(ids, dict) or hasattr(ids, "input_ids"):
             ids = ids["input_ids"]
-        return list(ids)
+        return start_sequence(tok, ids)
     text = (
         "".join(f"Question: {q}\nAnswer: {a}\n\n" for q, a in turns)
         + f"Question: {prompt}\nAnswer:"
     )
-    return list(tok(text, add_special_tokens=False)["input_ids"])
+    return start_sequence(tok, tok(text, add_special_tokens=False)["input_ids"])
 
 
 def _response_ids(lm: Any, response: str) -> list[int]:
@@ -117,7 +119,7 @@ def training_example(
     if len(r) >= max_length:
         r = r[: max_length // 2]
     room = max_length - len(r)
-    p = p[-room:] if room > 0 else []
+    p = cut_left(lm.tokenizer, p, room) if room > 0 else []  # the BOS stays first
     return p + r, [-100] * len(p) + r
 
 
@@ -144,7 +146,7 @@ class GenerationScores:
 def _generate(lm: Any, model: Any, prompt_ids: list[int], max_new_tokens: int) -> str:
     import torch
 
-    ids = prompt_ids[-(lm.max_length - max_new_tokens) :]
+    ids = cut_left(lm.tokenizer, prompt_ids, lm.max_length - max_new_tokens)
     x = torch.tensor([ids], device=lm.device)
     pad = (
         lm.tokenizer.pad_token_id

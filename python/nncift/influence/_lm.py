@@ -9,6 +9,8 @@ long prompts, and it bounds the memory of a batch (no ``(B, L, V)`` logits tenso
 
 from __future__ import annotations
 
+import contextlib
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +22,8 @@ from nncift.influence import CostMeter
 
 #: Response positions pushed through the output layer at once (bounds a (n, V) float32 block).
 _HEAD_CHUNK = 512
+#: Text of the one-off probe that checks the output-layer path against the model's logits.
+LOSS_PROBE_TEXT = "The capital of France is Paris. It is known for the Eiffel Tower."
 
 
 @dataclass
@@ -30,16 +34,62 @@ class Seq:
     start: int
 
 
+_BOS: weakref.WeakKeyDictionary[Any, list[int]] = weakref.WeakKeyDictionary()
+
+
+def bos_ids(tokenizer: Any) -> list[int]:
+    """The ids the tokenizer itself puts before a text when asked for special tokens
+    (Llama-2's ``<s>``); [] for tokenizers that add none (SmolLM2, GPT-2, Qwen)."""
+    with contextlib.suppress(TypeError):
+        if tokenizer in _BOS:
+            return list(_BOS[tokenizer])
+    plain = list(tokenizer("a", add_special_tokens=False).input_ids)
+    full = list(tokenizer("a", add_special_tokens=True).input_ids)
+    found: list[int] | None = None
+    for k in range(len(full) - len(plain) + 1):
+        if plain and full[k : k + len(plain)] == plain:
+            found = full[:k]
+            break
+    if found is None:
+        bos = getattr(tokenizer, "bos_token_id", None)
+        found = [bos] if isinstance(bos, int) and full[:1] == [bos] else []
+    with contextlib.suppress(TypeError):
+        _BOS[tokenizer] = found
+    return list(found)
+
+
+def start_sequence(tokenizer: Any, ids: Sequence[int]) -> list[int]:
+    """`ids` as the start of a sequence fed to the LM: with the tokenizer's own BOS, once.
+
+    The one place nncift decides how a sequence starts (DELIFT headers, every SelectIT rating
+    prompt, LESS and LoRA inputs, generation prompts). Text from a chat template that
+    already begins with the BOS (Llama-3) gets no second one.
+    """
+    bos = bos_ids(tokenizer)
+    ids = list(ids)
+    if not bos or ids[: len(bos)] == bos:
+        return ids
+    return bos + ids
+
+
+def cut_left(tokenizer: Any, ids: Sequence[int], keep: int) -> list[int]:
+    """`start_sequence(ids)` cut from the left to at most `keep` tokens; the BOS stays first.
+
+    Cutting the plain list would drop the BOS of a long prompt and no other's.
+    """
+    bos = bos_ids(tokenizer)
+    ids = list(ids)
+    body = ids[len(bos) :] if bos and ids[: len(bos)] == bos else ids
+    room = max(0, keep - len(bos))
+    return start_sequence(tokenizer, body[len(body) - room :] if room else [])
+
+
 def encode(tokenizer: Any, text: str, *, first: bool = False) -> list[int]:
-    """Token ids of `text`. Only the first segment of a sequence gets the model's special
-    tokens (e.g. Llama-2's BOS); an EOS some tokenizers append is stripped."""
-    if not text:
-        return []
-    ids = list(tokenizer(text, add_special_tokens=first).input_ids)
-    eos = getattr(tokenizer, "eos_token_id", None)
-    if first and ids and eos is not None and ids[-1] == eos and len(ids) > 1:
-        ids = ids[:-1]
-    return ids
+    """Token ids of `text`, without special tokens. The first segment of a sequence
+    (``first=True``) starts it via `start_sequence` (the BOS, if the model has one), even
+    when the text is empty."""
+    ids = list(tokenizer(text, add_special_tokens=False).input_ids) if text else []
+    return start_sequence(tokenizer, ids) if first else ids
 
 
 def pad_id(tokenizer: Any) -> int:
@@ -52,27 +102,120 @@ def pad_id(tokenizer: Any) -> int:
     return 0
 
 
-def _body_and_head(model: Any) -> tuple[Any, Any, float | None]:
-    """The decoder stack, the output layer and the logit soft-cap (Gemma-2) of a causal LM."""
+#: Output-layer post-processing nncift applies itself, by the config attribute that turns it on
+#: (every family is still checked against its own logits by `logits_path`).
+HANDLED_HEADS = {
+    "final_logit_softcapping": "tanh soft-cap (Gemma 2 / 3)",
+    "logits_scaling": "logits divided by it (Granite)",
+    "logit_scale": "logits multiplied by it (Cohere)",
+}
+
+
+@dataclass(frozen=True)
+class LogitsPath:
+    """How a causal LM turns the decoder's last hidden states into its logits.
+
+    nncift runs the decoder body and then the output layer only at the positions it scores,
+    which bounds memory (no ``(B, L, V)`` tensor). `logits` reproduces the model's own
+    post-processing: `scale` multiplies the head's output (Granite's ``1/logits_scaling``,
+    Cohere's ``logit_scale``), then `softcap` applies Gemma's ``tanh(x / c) * c``, in the
+    head's dtype as the model's forward does.
+    """
+
+    body: Any
+    head: Any
+    scale: float | None = None
+    softcap: float | None = None
+
+    def logits(self, hidden: Any) -> Any:
+        """Logits (n, V) float32 from last hidden states (n, H)."""
+        import torch
+
+        out = self.head(hidden)
+        if self.scale is not None:
+            out = out * self.scale
+        if self.softcap:
+            out = torch.tanh(out / self.softcap) * self.softcap
+        return out.float()
+
+
+_PATHS: weakref.WeakKeyDictionary[Any, LogitsPath] = weakref.WeakKeyDictionary()
+
+
+def _head_candidates(model: Any, body: Any, head: Any) -> list[LogitsPath]:
+    """The family's own transform (from its config) first, then a plain head."""
+    cfg = model.config
+    scale: float | None = None
+    s = getattr(cfg, "logits_scaling", None)
+    if isinstance(s, (int, float)) and s not in (0, 1):
+        scale = 1.0 / float(s)
+    s = getattr(cfg, "logit_scale", None)
+    if isinstance(s, (int, float)) and s != 1:
+        scale = (scale or 1.0) * float(s)
+    cap = getattr(cfg, "final_logit_softcapping", None)
+    cap = float(cap) if isinstance(cap, (int, float)) and cap else None
+    guess = LogitsPath(body, head, scale, cap)
+    plain = LogitsPath(body, head)
+    return [guess] if guess == plain else [guess, plain]
+
+
+def logits_path(lm: Any) -> LogitsPath:
+    """The decoder body and output layer of `lm`'s model, checked once against its own logits.
+
+    A short probe compares log_softmax of ``model(ids).logits`` with the body-then-head path
+    (tolerance: 1e-3 nats in float32, a few rounding steps of the largest logit in 16-bit
+    dtypes). A family whose head post-processes logits in a way nncift does not reproduce is
+    refused with an error naming it, instead of yielding wrong DELIFT / SelectIT values.
+    """
+    import torch
+
+    model = lm.model
+    cached = _PATHS.get(model)
+    if cached is not None:
+        return cached
+    cfg = model.config
+    family = f"{type(model).__name__} (model_type {getattr(cfg, 'model_type', '?')!r})"
     prefix = getattr(model, "base_model_prefix", "model")
     body = getattr(model, prefix, None)
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     if body is None or head is None:
-        raise InputError(f"{type(model).__name__}: not a causal LM with a separable output layer")
-    cap = getattr(model.config, "final_logit_softcapping", None)
-    return body, head, cap
+        raise InputError(f"{family}: not a causal LM with a separable output layer")
+    vocab = int(getattr(cfg, "vocab_size", 0) or head.weight.shape[0])
+    ids = encode(lm.tokenizer, LOSS_PROBE_TEXT)[:16] or list(range(1, 9))
+    x = torch.tensor([[i % vocab for i in ids]], dtype=torch.long, device=lm.device)
+    with torch.inference_mode():
+        want = model(input_ids=x).logits[0].float()  # (L, V)
+        hidden = body(input_ids=x).last_hidden_state[0]  # (L, H)
+        ref = torch.log_softmax(want, dim=-1)
+        tol = 1e-3
+        if want.dtype != hidden.dtype or hidden.dtype != torch.float32:
+            eps = torch.finfo(hidden.dtype).eps if hidden.dtype.is_floating_point else 0.0
+            tol += 4.0 * eps * float(want.abs().max())
+        worst = float("inf")
+        for cand in _head_candidates(model, body, head):
+            got = cand.logits(hidden)
+            if got.shape != want.shape:
+                continue
+            worst = min(worst, float((torch.log_softmax(got, dim=-1) - ref).abs().max()))
+            if worst <= tol:
+                _PATHS[model] = cand
+                return cand
+    handled = "; ".join(f"{k}: {v}" for k, v in HANDLED_HEADS.items())
+    raise InputError(
+        f"{family}: the model's own logits differ from its decoder body + output layer by up "
+        f"to {worst:.3g} nats (log-probability), so this family post-processes its logits in "
+        f"a way nncift does not reproduce; DELIFT and SelectIT would get wrong values. Handled "
+        f"besides a plain output layer: {handled}."
+    )
 
 
-def _token_logprobs(head: Any, cap: float | None, hidden: Any, targets: Any) -> Any:
+def _token_logprobs(path: LogitsPath, hidden: Any, targets: Any) -> Any:
     """log p(targets) from hidden states `hidden` (n, H) float -> (n,) float32."""
     import torch
 
     out = []
     for s in range(0, hidden.shape[0], _HEAD_CHUNK):
-        logits = head(hidden[s : s + _HEAD_CHUNK]).float()  # (n, V)
-        if cap:
-            logits = torch.tanh(logits / cap) * cap
-        lp = torch.log_softmax(logits, dim=-1)
+        lp = torch.log_softmax(path.logits(hidden[s : s + _HEAD_CHUNK]), dim=-1)  # (n, V)
         out.append(lp.gather(1, targets[s : s + _HEAD_CHUNK, None])[:, 0])
     return torch.cat(out) if out else hidden.new_zeros(0)
 
@@ -108,8 +251,9 @@ def response_logprobs(
     """
     import torch
 
-    model, dev = lm.model, lm.device
-    body, head, cap = _body_and_head(model)
+    dev = lm.device
+    path = logits_path(lm)
+    body = path.body
     pid = pad_id(lm.tokenizer)
     out: list[np.ndarray] = [np.zeros(0, dtype=np.float32)] * len(seqs)
     for s in seqs:
@@ -134,7 +278,7 @@ def response_logprobs(
                 pos.append(k - 1)  # next-token shift: position k-1 predicts token k
                 tgt.append(ids[b, k])
             r, p, t = torch.cat(rows), torch.cat(pos), torch.cat(tgt)
-            lp = _token_logprobs(head, cap, hidden[r.to(dev), p.to(dev)], t.to(dev)).cpu().numpy()
+            lp = _token_logprobs(path, hidden[r.to(dev), p.to(dev)], t.to(dev)).cpu().numpy()
             offset = 0
             for i in group:
                 n = lengths[i] - seqs[i].start
@@ -181,8 +325,9 @@ def prefix_response_logprobs(
     import torch
     from transformers import DynamicCache
 
-    model, dev = lm.model, lm.device
-    body, head, cap = _body_and_head(model)
+    dev = lm.device
+    path = logits_path(lm)
+    body = path.body
     pid = pad_id(lm.tokenizer)
     plen = len(prefix)
     out: list[np.ndarray] = [np.zeros(0, dtype=np.float32)] * len(suffixes)
@@ -193,7 +338,7 @@ def prefix_response_logprobs(
     lengths = [len(s.ids) for s in suffixes]
     with torch.inference_mode():
         pids = torch.tensor([list(prefix)], dtype=torch.long, device=dev)
-        cache = DynamicCache(config=model.config)
+        cache = DynamicCache(config=lm.model.config)
         ckw = _cache_kwarg(body)
         body(input_ids=pids, use_cache=True, **{ckw: cache})
         meter.forward(1, plen)
@@ -211,7 +356,7 @@ def prefix_response_logprobs(
                 mask[b, plen : plen + lengths[i]] = 1
             batch_cache = DynamicCache(
                 ddp_cache_data=[(k.expand(B, -1, -1, -1), v.expand(B, -1, -1, -1)) for k, v in kv],
-                config=model.config,
+                config=lm.model.config,
             )
             pos_ids = torch.arange(plen, plen + width, device=dev).unsqueeze(0).expand(B, -1)
             hidden = body(
@@ -229,7 +374,7 @@ def prefix_response_logprobs(
                 pos.append(k - 1)
                 tgt.append(ids[b, k])
             r, p, t = torch.cat(rows), torch.cat(pos), torch.cat(tgt)
-            lp = _token_logprobs(head, cap, hidden[r.to(dev), p.to(dev)], t.to(dev)).cpu().numpy()
+            lp = _token_logprobs(path, hidden[r.to(dev), p.to(dev)], t.to(dev)).cpu().numpy()
             offset = 0
             for i in group:
                 n = lengths[i] - suffixes[i].start
@@ -249,8 +394,9 @@ def next_token_logprobs(
     """log-softmax of the next-token distribution after each prompt -> (n, V) float32."""
     import torch
 
-    model, dev = lm.model, lm.device
-    body, head, cap = _body_and_head(model)
+    dev = lm.device
+    path = logits_path(lm)
+    body = path.body
     pid = pad_id(lm.tokenizer)
     lengths = [len(p) for p in prompts]
     if min(lengths, default=1) < 1:
@@ -268,10 +414,7 @@ def next_token_logprobs(
             meter.forward(len(group), sum(lengths[i] for i in group))
             last = torch.tensor([lengths[i] - 1 for i in group], device=dev)
             h = hidden[torch.arange(len(group), device=dev), last]
-            logits = head(h).float()
-            if cap:
-                logits = torch.tanh(logits / cap) * cap
-            lp = torch.log_softmax(logits, dim=-1).cpu().numpy()
+            lp = torch.log_softmax(path.logits(h), dim=-1).cpu().numpy()
             for b, i in enumerate(group):
                 out[i] = lp[b]
     return np.stack(out).astype(np.float32) if out else np.zeros((0, 0), np.float32)

@@ -36,7 +36,7 @@ import numpy as np
 
 from nncift.errors import InputError
 from nncift.influence import Cost, CostMeter, PairwiseInfluence, Result, as_index
-from nncift.influence._lm import _batches, encode, pad_id
+from nncift.influence._lm import _batches, cut_left, encode, pad_id
 
 log = logging.getLogger(__name__)
 
@@ -271,7 +271,8 @@ class Less(PairwiseInfluence):
         eos = getattr(tok, "eos_token_id", None)
         if resp and isinstance(eos, int):
             resp = resp + [eos]  # the model also learns to stop
-        prompt = prompt[-self.cfg.max_prompt_tokens :]
+        # Cuts keep the BOS (if the model has one) first, as in every uncut sequence.
+        prompt = cut_left(tok, prompt, self.cfg.max_prompt_tokens)
         if len(prompt) + len(resp) > self.lm.max_length:
             keep = self.lm.max_length - len(resp)
             if keep < 1:
@@ -279,7 +280,7 @@ class Less(PairwiseInfluence):
                     f"item {i}: its response has {len(resp)} tokens, more than max_length="
                     f"{self.lm.max_length}; responses are never truncated"
                 )
-            prompt = prompt[-keep:]
+            prompt = cut_left(tok, prompt, keep)
         return prompt + resp, len(prompt)
 
     def _forward_losses(self, seqs: list[tuple[list[int], int]], meter: CostMeter) -> Any:
