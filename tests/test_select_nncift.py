@@ -174,17 +174,23 @@ def test_errors_a_user_can_hit(files: tuple[Path, Path], tmp_path: Path) -> None
     assert not Path(out).exists()
 
 
-def test_dry_run_plans_without_work(files: tuple[Path, Path], tmp_path: Path) -> None:
+def test_dry_run_plans_without_work(
+    files: tuple[Path, Path], tiny_lm_dir: Path, tmp_path: Path
+) -> None:
     pool, target = files
     out = tmp_path / "never.jsonl"
     code, output = run("select", "--pool", str(pool), "--target", str(target), "--method", "delift",
-                       "--budget", "0.1", "--out", str(out), "--dry-run")  # fmt: skip
+                       "--lm", str(tiny_lm_dir), "--u", "0.1", "--budget", "0.1", "--out",
+                       str(out), "--cache-dir", str(tmp_path / "c"), "--dry-run")  # fmt: skip
     assert code == 0, output
-    # 120 * 0.05 = 6 pool items labelled against themselves (+ 6 no-example passes) and
-    # against 2 targets (+ 2): 42 + 14 LM passes.
-    assert "label_data" in output and "6 x 6 (42 LM passes" in output
-    assert "6 x 2 (14 LM passes" in output
-    assert "total: 56 LM passes" in output
+    # 120 * 0.1 = 12 pool items labelled against themselves and against 4 targets (the 40
+    # targets are too few for the default u = 0.05, which the run and so the plan refuse),
+    # counted as the run's cost meter counts them: per target its no-example pass, per example
+    # its prefix (once, shared by its targets) and one pass per target:
+    # 12 + 12 * (1 + 12) = 168 and 4 + 12 * (1 + 4) = 64.
+    assert "label_data" in output and "12 x 12 (168 LM passes" in output
+    assert "12 x 4 (64 LM passes" in output
+    assert "total: 232 LM passes" in output
     assert not out.exists()
 
 
@@ -202,3 +208,32 @@ def test_selectit_nncift_with_a_real_tiny_lm(
     assert m["stages"]["label_points"]["cost"]["lm_passes"] == 12 * 5  # K = 5 prompts per item
     gains = [json.loads(x)["nncift_gain"] for x in out.read_text().splitlines()]
     assert len(gains) == 12 and gains == sorted(gains, reverse=True)  # top-k: highest first
+
+
+def test_auto_keeping_the_constant_is_said_and_recorded(
+    files: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog
+) -> None:
+    """Issue 14: when auto's constant wins, `select` says the labels carried no learnable
+    signal and what the selection fell back to, in the log and in the manifest, also when
+    the network is reused from the run folder."""
+    import logging
+
+    import nncift.estimator
+
+    # Auto with the constant as its only candidate: the constant wins, as on signal-free labels.
+    monkeypatch.setattr(nncift.estimator, "AUTO_CANDIDATES", ("constant",))
+    pool, _ = files
+    args = ["select", "--pool", str(pool), "--method", "delift-se", "--u", "0.1", "--budget", "5",
+            "--network", "auto", "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
+    for i, reused in enumerate((False, True)):
+        out = tmp_path / f"{i}.jsonl"
+        with caplog.at_level(logging.WARNING, logger="nncift.pipeline"):
+            caplog.clear()
+            code, output = run(*args, "--out", str(out))
+        assert code == 0, output
+        assert any("no learnable signal" in r.getMessage() for r in caplog.records)
+        m = manifest_of(out)
+        assert m["stages"]["train_data"]["no_signal"] is True
+        assert m["stages"]["train_data"]["reused"] is reused
+        warn = [w for w in m["results"]["warnings"] if "no learnable signal" in w]
+        assert warn and "network data:" in warn[0] and "true labels" in warn[0]

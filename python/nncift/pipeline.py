@@ -222,6 +222,7 @@ def run_select(
         indices, gains, value = result.indices, result.gains, float(result.objective)
         _warn_if_short(result, k, manifest)
         _warn_if_unranked(gains, options.method, manifest)
+        _warn_if_no_signal(manifest)
 
     manifest.results.update(selected=int(len(indices)), objective_value=value)
     run = SelectRun(indices=indices, gains=gains, objective_value=value, manifest=manifest)
@@ -284,6 +285,17 @@ def unranked_picks(gains: np.ndarray) -> int:
         return 0
     tail = g[1:]
     return int(np.count_nonzero((tail <= 0) | (tail == g[:-1])))
+
+
+def _warn_if_no_signal(manifest: Manifest) -> None:
+    """Say plainly when `--network auto` kept the constant (stages.train_*.no_signal)."""
+    from nncift.estimator import NO_SIGNAL_MESSAGE
+
+    nets = [k[6:] for k, r in manifest.stages.items() if k[:6] == "train_" and r.get("no_signal")]
+    if nets:
+        msg = f"network {', '.join(nets)}: {NO_SIGNAL_MESSAGE}"
+        log.warning(msg)
+        manifest.results.setdefault("warnings", []).append(msg)
 
 
 def _warn_if_unranked(gains: np.ndarray, method: str, manifest: Manifest) -> None:

@@ -69,10 +69,13 @@ class ValuationOptions:
     embedder: str = "default"
     seed: int = 0
     #: "auto" fits the paper's network and its similarity-aware and closed-form rivals and keeps
-    #: the simplest one within one standard error of the lowest error on held-out items (docs/network.md: on real data the
-    #: paper's network alone predicted unseen pairs 2.3x worse than a cosine fit).
+    #: the simplest one whose rank score on held-out items is within one standard error of the
+    #: best (docs/network.md: on real data the paper's network alone predicted unseen pairs
+    #: 2.3x worse than a cosine fit).
     variant: str = "auto"
-    epochs: int = 20
+    #: Optional cap on the network's passes over its labels; None = the estimator's step budget
+    #: (50,000 Adam steps, the paper's ~58k) with early stopping on held-out items.
+    epochs: int | None = None
     hidden_sizes: tuple[int, ...] = (100,)
     #: Extra settings for the influence function (e.g. DELIFT's max_example_tokens).
     influence_settings: dict[str, Any] = field(default_factory=dict)
@@ -411,7 +414,11 @@ class Valuer:
         with self.manifest.stage(f"train_{name}") as rec:
             rec["path"] = str(path)
             if path.is_file():
-                rec["reused"] = True
+                from nncift.weights import read_network
+
+                meta = read_network(path).extra_metadata
+                rec.update(reused=True, variant=meta.get("variant"), steps=meta.get("steps"))
+                rec["no_signal"] = meta.get("no_signal") == "true"
             else:
                 pointwise = cols is None
                 est = InfluenceEstimator(
@@ -429,8 +436,14 @@ class Valuer:
                 rec.update(
                     reused=False,
                     variant=est.variant_,
+                    steps=est.steps_,
+                    best_step=est.best_step_,
                     best_epoch=est.best_epoch_,
                     val_mse_scaled=est.val_mse_,
+                    val_rank=est.val_rank_,
+                    criterion=est.criterion_,
+                    candidates_rank=est.candidates_rank_,
+                    no_signal=est.no_signal_,
                     n_train_pairs=est.n_train_pairs_,
                 )
         return path

@@ -69,11 +69,16 @@ DEFAULT_POOL = "builtin:ifbench"
     default="auto",
     show_default=True,
     help="InfluenceNetwork variant: auto (fit the paper's network and its rivals, keep the simplest "
-    "within one standard error of the lowest held-out-item error), paper (the paper's MLP only), or another variant of "
-    "nncift.estimator.VARIANTS.",
+    "whose ranking of held-out items (Spearman within each held-out target) is within one "
+    "standard error of the best; says so when only the constant is left), paper (the paper's "
+    "MLP only), or another variant of nncift.estimator.VARIANTS.",
 )
 @click.option(
-    "--epochs", type=int, default=20, show_default=True, help="Training epochs of the network."
+    "--epochs",
+    type=int,
+    default=None,
+    help="Optional cap on the network's training epochs (default: none; the network trains "
+    "for up to 50,000 Adam steps with early stopping on held-out items).",
 )
 @click.option(
     "--budget",
@@ -141,7 +146,7 @@ def select_command(
     dtype: str | None,
     max_length: int,
     variant: str,
-    epochs: int,
+    epochs: int | None,
     dry_run: bool,
     **rest: Any,
 ) -> None:
