@@ -413,6 +413,8 @@ def _tie_runs(objective: str, **kw: object) -> dict[tuple[str, int, int], list[i
         ("graph-cut", {"kernel": np.ones((60, 60), np.float32), "lambda_": 0.0}),  # all equal
         ("disparity-min", {"kernel": np.ones((60, 60), np.float32)}),
         ("fl", {"embeddings": np.ones((60, 4), np.float32), "mode": "onthefly"}),
+        # kNN: equal similarities keep the lower-ranked neighbours, not the file's head.
+        ("fl", {"embeddings": np.ones((60, 4), np.float32), "mode": "sparse", "knn": 5}),
         ("topk", {"scores": np.full(60, 0.5, np.float32)}),  # equal scores
     ],
 )

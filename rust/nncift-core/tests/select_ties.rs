@@ -286,3 +286,52 @@ fn tie_ranks_of_the_wrong_length_are_an_error() {
     let e = select::run(&req, 1).unwrap_err();
     assert!(e.to_string().contains("tie ranks"), "{e}");
 }
+
+#[test]
+fn knn_kernels_keep_equal_neighbours_by_tie_rank() {
+    use nncift_core::select::{CosineSource, CosineTransform, SparseKernel};
+    let n = 50;
+    let e = Array2::<f32>::ones((n, 4)); // every cosine is exactly 1
+    let src = CosineSource::new(e.view(), None, CosineTransform::Clip).unwrap();
+    let rank = select::tie_ranks(n, 3);
+    let mut want: Vec<usize> = (0..n).collect();
+    want.sort_by_key(|&j| rank[j]);
+    let mut want = want[..3].to_vec();
+    want.sort_unstable();
+    let generic = nncift_core::thread_pool(2)
+        .unwrap()
+        .install(|| SparseKernel::knn_from_source_ranked(&src, 3, &rank))
+        .unwrap();
+    for threads in [1, 2, 3] {
+        let fast = nncift_core::thread_pool(threads)
+            .unwrap()
+            .install(|| SparseKernel::knn_cosine_self_ranked(&src, 3, &rank))
+            .unwrap();
+        for t in 0..n {
+            let got: Vec<usize> = fast.col(t).0.iter().map(|&j| j as usize).collect();
+            assert_eq!(got, want, "column {t}, {threads} threads");
+            assert_eq!(fast.col(t).0, generic.col(t).0, "column {t}");
+        }
+    }
+    // The whole sparse selection: the seeded order, not the head of the file.
+    for threads in [1, 2] {
+        let req = Request {
+            function: SetFunction::FacilityLocation,
+            kernel: Some(KernelSpec::Embeddings {
+                rows: e.view(),
+                cols: None,
+                transform: CosineTransform::Clip,
+            }),
+            query: None,
+            private: None,
+            quality: None,
+            mode: Mode::Sparse { k: 3 },
+            greedi: None,
+            run: cfg(Optimizer::Lazy, 6, 3),
+        };
+        let got = select::run(&req, threads).unwrap().selection.indices;
+        let mut by_rank: Vec<usize> = (0..n).collect();
+        by_rank.sort_by_key(|&j| rank[j]);
+        assert_eq!(got, by_rank[..6], "{threads} threads");
+    }
+}

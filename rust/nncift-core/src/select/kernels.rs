@@ -319,7 +319,9 @@ impl PairwiseSource for DenseSource<'_> {
 type ColumnLists = Vec<Vec<(u32, f32)>>;
 
 /// A kNN kernel: for every represented item `t`, its `k` largest entries
-/// `K[j, t]` over candidates `j` (ties to the lowest `j`); every other entry is 0.
+/// `K[j, t]` over candidates `j` (equal values: the lower tie rank of `j`, see
+/// [`Self::knn_from_source_ranked`]; the lowest `j` without ranks); every other
+/// entry is 0.
 #[derive(Debug, Clone)]
 pub struct SparseKernel {
     n_rows: usize,
@@ -339,14 +341,18 @@ pub struct SparseKernel {
 #[derive(Clone, Copy, PartialEq)]
 struct Entry {
     v: f32,
+    /// Tie rank of `j`.
+    r: u64,
     j: u32,
 }
 impl Eq for Entry {}
 impl Ord for Entry {
-    // "Greater" = better: larger value, then lower index. The heap is a min-heap
-    // of the kept top-k (Reverse order), so its top is the worst kept entry.
+    // "Greater" = better: larger value, then lower (tie rank, index). The heap is
+    // a min-heap of the kept top-k (Reverse order), so its top is the worst kept.
     fn cmp(&self, o: &Self) -> Ordering {
-        self.v.total_cmp(&o.v).then_with(|| o.j.cmp(&self.j))
+        self.v
+            .total_cmp(&o.v)
+            .then_with(|| (o.r, o.j).cmp(&(self.r, self.j)))
     }
 }
 impl PartialOrd for Entry {
@@ -440,7 +446,26 @@ impl SparseKernel {
     /// Memory: the result plus one `block_rows x block_cols` buffer per worker.
     /// Must run inside the caller's rayon pool; the result does not depend on it.
     pub fn knn_from_source(src: &(dyn PairwiseSource + Send + Sync), k: usize) -> CoreResult<Self> {
+        let rank: Vec<u64> = (0..src.n_rows() as u64).collect();
+        Self::knn_from_source_ranked(src, k, &rank)
+    }
+
+    /// [`Self::knn_from_source`] with equal values decided by `rank` (one per
+    /// candidate row; lower wins, then the lower index): the selection's tie
+    /// ranks, so that a pool of equal similarities does not keep the head of
+    /// the file as everyone's neighbours.
+    pub fn knn_from_source_ranked(
+        src: &(dyn PairwiseSource + Send + Sync),
+        k: usize,
+        rank: &[u64],
+    ) -> CoreResult<Self> {
         let (n, m) = (src.n_rows(), src.n_cols());
+        if rank.len() != n {
+            return Err(CoreError::Shape(format!(
+                "tie ranks have length {}, the kernel has {n} rows",
+                rank.len()
+            )));
+        }
         if n == 0 || m == 0 {
             return Err(CoreError::Shape(
                 "cannot build a kNN kernel over an empty pool".into(),
@@ -478,17 +503,21 @@ impl SparseKernel {
                                     c0 + b
                                 )));
                             }
-                            // Rows arrive in ascending j, so on a tie the kept
-                            // (earlier, lower) index wins: strict `>` suffices.
+                            let e = Entry {
+                                v,
+                                r: rank[j],
+                                j: j as u32,
+                            };
                             if heaps[b].len() < k {
-                                heaps[b].push(std::cmp::Reverse(Entry { v, j: j as u32 }));
+                                heaps[b].push(std::cmp::Reverse(e));
                                 if heaps[b].len() == k {
                                     thresh[b] =
                                         heaps[b].peek().map_or(f32::NEG_INFINITY, |e| e.0.v);
                                 }
-                            } else if v > thresh[b] {
+                            } else if v >= thresh[b] && heaps[b].peek().is_some_and(|w| e > w.0) {
+                                // `>=`: an equal value may still win on its tie rank.
                                 heaps[b].pop();
-                                heaps[b].push(std::cmp::Reverse(Entry { v, j: j as u32 }));
+                                heaps[b].push(std::cmp::Reverse(e));
                                 thresh[b] = heaps[b].peek().map_or(f32::NEG_INFINITY, |e| e.0.v);
                             }
                         }
@@ -522,6 +551,13 @@ impl SparseKernel {
     /// result equals [`Self::knn_from_source`] on the same source and does not
     /// depend on the thread count. Must run inside the caller's rayon pool.
     pub fn knn_cosine_self(src: &CosineSource, k: usize) -> CoreResult<Self> {
+        let rank: Vec<u64> = (0..src.rows.nrows() as u64).collect();
+        Self::knn_cosine_self_ranked(src, k, &rank)
+    }
+
+    /// [`Self::knn_cosine_self`] with equal values decided by `rank` (lower
+    /// wins, then the lower index); equals [`Self::knn_from_source_ranked`].
+    pub fn knn_cosine_self_ranked(src: &CosineSource, k: usize, rank: &[u64]) -> CoreResult<Self> {
         if src.cols.is_some() {
             return Err(CoreError::Value(
                 "knn_cosine_self needs a square (cols = None) cosine source".into(),
@@ -532,6 +568,12 @@ impl SparseKernel {
             return Err(CoreError::Shape(
                 "cannot build a kNN kernel over an empty pool".into(),
             ));
+        }
+        if rank.len() != n {
+            return Err(CoreError::Shape(format!(
+                "tie ranks have length {}, the pool has {n} items",
+                rank.len()
+            )));
         }
         if k == 0 {
             return Err(CoreError::Value("knn must be >= 1".into()));
@@ -560,7 +602,7 @@ impl SparseKernel {
                     .lock()
                     .map_err(|_| CoreError::Runtime("kNN worker state poisoned".into()))?;
                 let (top, buf) =
-                    guard.get_or_insert_with(|| (TopK::new(n, k), vec![0f32; TILE * TILE]));
+                    guard.get_or_insert_with(|| (TopK::new(n, k, rank), vec![0f32; TILE * TILE]));
                 let (i0, i1) = (bi * TILE, ((bi + 1) * TILE).min(n));
                 let (j0, j1) = (bj * TILE, ((bj + 1) * TILE).min(n));
                 let (h, w) = (i1 - i0, j1 - j0);
@@ -584,7 +626,7 @@ impl SparseKernel {
                 }
                 Ok(())
             })?;
-        let mut tops: Vec<TopK> = slots
+        let mut tops: Vec<TopK<'_>> = slots
             .into_iter()
             .filter_map(|m| m.into_inner().ok().flatten().map(|(t, _)| t))
             .collect();
@@ -618,14 +660,17 @@ impl SparseKernel {
 }
 
 /// One kNN-build worker's state: its top-k lists and its tile buffer.
-type Worker = (TopK, Vec<f32>);
+type Worker<'r> = (TopK<'r>, Vec<f32>);
 
 /// Flat per-column top-k lists (the kNN build's working state): for column
 /// `t`, `len[t]` entries at `t * k ..`, and its worst kept entry cached so that
 /// almost every offer is one comparison. Ordering: larger value first, then
-/// lower candidate index, so the kept set is unique whatever the arrival order.
-struct TopK {
+/// lower (tie rank, candidate index), so the kept set is unique whatever the
+/// arrival order.
+struct TopK<'r> {
     k: usize,
+    /// Tie rank per candidate.
+    rank: &'r [u64],
     val: Vec<f32>,
     idx: Vec<u32>,
     len: Vec<u32>,
@@ -636,10 +681,11 @@ struct TopK {
     bar_pos: Vec<u32>,
 }
 
-impl TopK {
-    fn new(n: usize, k: usize) -> Self {
+impl<'r> TopK<'r> {
+    fn new(n: usize, k: usize, rank: &'r [u64]) -> Self {
         Self {
             k,
+            rank,
             val: vec![0.0; n * k],
             idx: vec![0; n * k],
             len: vec![0; n],
@@ -664,7 +710,10 @@ impl TopK {
             }
             return;
         }
-        if v > self.bar[t] || (v == self.bar[t] && j < self.bar_j[t]) {
+        let bj = self.bar_j[t];
+        if v > self.bar[t]
+            || (v == self.bar[t] && (self.rank[j as usize], j) < (self.rank[bj as usize], bj))
+        {
             let p = base + self.bar_pos[t] as usize;
             self.val[p] = v;
             self.idx[p] = j;
@@ -678,7 +727,8 @@ impl TopK {
         for p in 1..self.k {
             let (v, j) = (self.val[base + p], self.idx[base + p]);
             let (wv, wj) = (self.val[base + wp], self.idx[base + wp]);
-            if v < wv || (v == wv && j > wj) {
+            let worse = (self.rank[j as usize], j) > (self.rank[wj as usize], wj);
+            if v < wv || (v == wv && worse) {
                 wp = p;
             }
         }
@@ -730,7 +780,7 @@ impl TopK {
     }
 
     /// Fold another worker's lists into these (order-independent).
-    fn merge(&mut self, o: &TopK) {
+    fn merge(&mut self, o: &TopK<'_>) {
         for t in 0..self.len.len() {
             let base = t * o.k;
             for p in 0..o.len[t] as usize {

@@ -11,7 +11,8 @@
 //!
 //! Determinism: exact ties between equal gains break by a seeded permutation
 //! of the pool ([`tie_ranks`], drawn from the run's seed; GreeDi's parts and
-//! merge use the global ranks of their items), every other random choice
+//! merge use the global ranks of their items; a kNN kernel keeps, among equal
+//! similarities, the neighbours of lower rank), every other random choice
 //! comes from a seeded xoshiro256++ stream too, and every result is
 //! bit-identical for any `n_jobs`. Top-k never stops on a zero or negative
 //! score; a run that returns fewer items than asked says why
@@ -181,10 +182,13 @@ pub struct Outcome {
     pub optimizer: String,
 }
 
+/// The kernel a mode asks for; `rank`: tie ranks of the rows (candidates),
+/// deciding equal values when a kNN kernel keeps each column's neighbours.
 fn build_kernel<'k>(
     spec: &'k KernelSpec<'_>,
     mode: Mode,
     owned: &'k mut Option<Array2<f32>>,
+    rank: &[u64],
 ) -> CoreResult<KernelData<'k>> {
     let (n, m) = spec.shape();
     if n == 0 || m == 0 {
@@ -256,16 +260,15 @@ fn build_kernel<'k>(
             },
         ) => {
             let src = CosineSource::new(*rows, None, *transform)?;
-            Ok(KernelData::Sparse(Arc::new(SparseKernel::knn_cosine_self(
-                &src, k,
-            )?)))
+            Ok(KernelData::Sparse(Arc::new(
+                SparseKernel::knn_cosine_self_ranked(&src, k, rank)?,
+            )))
         }
         (Mode::Sparse { k }, _) => {
             let src = spec.source()?;
-            Ok(KernelData::Sparse(Arc::new(SparseKernel::knn_from_source(
-                src.as_ref(),
-                k,
-            )?)))
+            Ok(KernelData::Sparse(Arc::new(
+                SparseKernel::knn_from_source_ranked(src.as_ref(), k, rank)?,
+            )))
         }
         (Mode::OnTheFly, KernelSpec::Dense(a)) => Ok(KernelData::Dense(a.view())),
         (Mode::OnTheFly, _) => Ok(KernelData::Source(spec.source()?)),
@@ -282,26 +285,28 @@ fn side_kernel<'k>(spec: &'k Option<KernelSpec<'_>>) -> CoreResult<Option<Kernel
     })
 }
 
-/// The kernel restricted to the items `idx` (a GreeDi part or the merge set).
+/// The kernel restricted to the items `idx` (a GreeDi part or the merge set);
+/// `rank`: the tie ranks of those items.
 fn part_kernel<'k>(
     cosine_self: Option<&CosineSource>,
     src: &SharedSource,
     idx: &[usize],
     mode: Mode,
     owned: &'k mut Option<Array2<f32>>,
+    rank: &[u64],
 ) -> CoreResult<KernelData<'k>> {
     if let (Some(c), Mode::Sparse { k }) = (cosine_self, mode) {
         let sub = c.subset(idx)?;
-        return Ok(KernelData::Sparse(Arc::new(SparseKernel::knn_cosine_self(
-            &sub, k,
-        )?)));
+        return Ok(KernelData::Sparse(Arc::new(
+            SparseKernel::knn_cosine_self_ranked(&sub, k, rank)?,
+        )));
     }
     let sub: SharedSource = Arc::new(SubSource {
         inner: Arc::clone(src),
         idx: idx.to_vec(),
     });
     let spec: KernelSpec<'static> = KernelSpec::Source(sub);
-    match build_kernel(&spec, mode, owned)? {
+    match build_kernel(&spec, mode, owned, rank)? {
         KernelData::Dense(_) => {
             let view = owned
                 .as_ref()
@@ -326,9 +331,15 @@ fn run_in_pool(req: &Request<'_>) -> CoreResult<Outcome> {
     }
     let mut timings = Vec::new();
     let t0 = Instant::now();
+    let n_items = match (&req.kernel, &req.quality) {
+        (Some(spec), _) => spec.shape().0,
+        (None, Some((s, _))) => s.len(),
+        (None, None) => 0,
+    };
+    let ranks = resolve_ranks(&req.run, n_items)?;
     let mut owned = None;
     let kernel = match &req.kernel {
-        Some(spec) => Some(build_kernel(spec, req.mode, &mut owned)?),
+        Some(spec) => Some(build_kernel(spec, req.mode, &mut owned, &ranks)?),
         None => None,
     };
     let extras = Extras {
@@ -343,6 +354,7 @@ fn run_in_pool(req: &Request<'_>) -> CoreResult<Outcome> {
     let optimizer = effective_optimizer(&req.function, cfg.optimizer);
     cfg.optimizer = optimizer;
     cfg.exempt_first = matches!(req.function, SetFunction::DisparitySum);
+    cfg.tie_ranks = Some(ranks);
     let t1 = Instant::now();
     let selection = maximize(&mut problem, &cfg)?;
     timings.push(("select".to_string(), t1.elapsed().as_secs_f64()));
@@ -352,6 +364,18 @@ fn run_in_pool(req: &Request<'_>) -> CoreResult<Outcome> {
         mode,
         optimizer: optimizer.name().to_string(),
     })
+}
+
+/// The run's tie ranks for `n` items: the given ones (checked), else drawn from the seed.
+fn resolve_ranks(run: &RunConfig, n: usize) -> CoreResult<Vec<u64>> {
+    match &run.tie_ranks {
+        Some(r) if r.len() == n => Ok(r.clone()),
+        Some(r) => Err(CoreError::Shape(format!(
+            "tie ranks have length {}, the pool has {n} items",
+            r.len()
+        ))),
+        None => Ok(tie_ranks(n, run.seed)),
+    }
 }
 
 /// Lazy variants assume gains never grow; disparity-sum's do, so they run
@@ -454,16 +478,7 @@ fn run_greedi(req: &Request<'_>, g: Greedi) -> CoreResult<Outcome> {
         None => spec.source()?,
     };
     let parts = greedi_partition(n, g.parts, req.run.seed);
-    let ranks = match &req.run.tie_ranks {
-        Some(r) if r.len() == n => r.clone(),
-        Some(r) => {
-            return Err(CoreError::Shape(format!(
-                "tie ranks have length {}, the pool has {n} items",
-                r.len()
-            )))
-        }
-        None => tie_ranks(n, req.run.seed),
-    };
+    let ranks = resolve_ranks(&req.run, n)?;
     let ranks_of = |idx: &[usize]| -> Vec<u64> { idx.iter().map(|&i| ranks[i]).collect() };
     let k = req.run.count;
     let local_k = greedi_local_budget(k, g.parts.min(n), g.local_factor);
@@ -480,7 +495,15 @@ fn run_greedi(req: &Request<'_>, g: Greedi) -> CoreResult<Outcome> {
      -> CoreResult<(Vec<usize>, Option<Stop>)> {
         let tk0 = Instant::now();
         let mut owned = None;
-        let kernel = part_kernel(cosine_self.as_deref(), &src, &idx, req.mode, &mut owned)?;
+        let part_ranks = ranks_of(&idx);
+        let kernel = part_kernel(
+            cosine_self.as_deref(),
+            &src,
+            &idx,
+            req.mode,
+            &mut owned,
+            &part_ranks,
+        )?;
         let quality = req
             .quality
             .as_ref()
@@ -499,7 +522,7 @@ fn run_greedi(req: &Request<'_>, g: Greedi) -> CoreResult<Outcome> {
         cfg.count = budget.min(idx.len());
         cfg.optimizer = effective_optimizer(&req.function, cfg.optimizer);
         cfg.exempt_first = matches!(req.function, SetFunction::DisparitySum);
-        cfg.tie_ranks = Some(ranks_of(&idx));
+        cfg.tie_ranks = Some(part_ranks);
         let sel = maximize(&mut problem, &cfg)?;
         *ts += ts0.elapsed().as_secs_f64();
         Ok((sel.indices.into_iter().map(|a| idx[a]).collect(), sel.stop))
@@ -513,7 +536,15 @@ fn run_greedi(req: &Request<'_>, g: Greedi) -> CoreResult<Outcome> {
     // Merge: greedy over the union of local picks, objective on the union.
     let tk0 = Instant::now();
     let mut owned = None;
-    let kernel = part_kernel(cosine_self.as_deref(), &src, &union, req.mode, &mut owned)?;
+    let union_ranks = ranks_of(&union);
+    let kernel = part_kernel(
+        cosine_self.as_deref(),
+        &src,
+        &union,
+        req.mode,
+        &mut owned,
+        &union_ranks,
+    )?;
     let quality = req
         .quality
         .as_ref()
@@ -533,7 +564,7 @@ fn run_greedi(req: &Request<'_>, g: Greedi) -> CoreResult<Outcome> {
     let optimizer = effective_optimizer(&req.function, cfg.optimizer);
     cfg.optimizer = optimizer;
     cfg.exempt_first = matches!(req.function, SetFunction::DisparitySum);
-    cfg.tie_ranks = Some(ranks_of(&union));
+    cfg.tie_ranks = Some(union_ranks);
     let mut sel = maximize(&mut problem, &cfg)?;
     let t_merge = ts0.elapsed().as_secs_f64();
     sel.indices = sel.indices.into_iter().map(|a| union[a]).collect();
