@@ -23,7 +23,8 @@ submodlib's on the raw cosine kernel) or ``cosine="shift"`` (``(1 + cos) / 2``).
 Ties. When several items have exactly the same gain (a saturated facility-location kernel,
 a constant network, equal scores), the one chosen is decided by a seeded permutation of the
 pool drawn from ``seed`` (``--seed`` on the command line), in Rust, for every objective and
-optimizer; never by the position in the input file. The same seed gives the same subset for
+optimizer (and, in ``sparse`` mode, for which of equally similar items a kNN kernel keeps as
+neighbours); never by the position in the input file. The same seed gives the same subset for
 any ``n_jobs``, and ``lazy`` still returns exactly what ``naive`` returns.
 
 Stopping early. The budget is filled by default (``stop_if_zero_gain`` defaults to
