@@ -37,8 +37,9 @@ table: the five-seed table at every u (other-view labels, M = 2,000 by default).
 the baselines, `cosine-feature`, and `auto` — whose candidates (constant, cosine-linear, paper,
 cosine-residual, bilinear) are each evaluated too, so the rows "paper", "cosine-residual" and
 "bilinear" are auto's candidates (same split and held-out items; torch seed = seed + the
-candidate's position). `auto` is reported with its default one-SE rule and, from the same
-candidates, with the lowest-validation-MSE rule ("auto (min rule)"). --epochs-at caps the
+candidate's position). `auto` is reported with its default one-SE rank rule and, from the same
+candidates, with the lowest selection-half MSE (the pre-issue-14 criterion, "auto (min
+rule)"). The cached runs predate the rank rule and the step budget. --epochs-at caps the
 epochs at large u (the cap is recorded and rendered). --render merges the cached runs into
 docs/network_quality.json ("u_table"), re-draws the two plots and prints the markdown table.
 """
@@ -474,17 +475,17 @@ def _table_run(
         st, variant=run, random_state=seed, progress=False, embedding_model=model_id
     ).fit(e, None, lab[np.ix_(r, c)], rows=r, cols=c)
     fit_s = time.perf_counter() - t0
-    n_batches = -(-est.n_train_pairs_ // st.batch_size)
 
     def rec(name: str, net: Any, hist: list[dict[str, float]], pred: np.ndarray) -> dict[str, Any]:
-        ran = len(hist) - 1
+        # history_ has one entry per evaluation (step, epoch, val_mse on the stop half).
+        best = min(range(len(hist)), key=lambda k: _nanbig(hist[k]["val_mse"]))
         return {
             "name": name,
             "variant": net_name.get(id(net), name),
             "epochs_cap": epochs,
-            "epochs_run": ran,
-            "best_epoch": int(min(range(len(hist)), key=lambda k: _nanbig(hist[k]["val_mse"]))),
-            "steps": ran * n_batches,
+            "epochs_run": float(hist[-1].get("epoch", 0.0)),
+            "best_epoch": -(-int(hist[best].get("step", 0)) // max(1, _spe(st, est))),
+            "steps": int(hist[-1].get("step", 0)),
             "quadrants": _quad_metrics(pred, lab, sp),
         }
 
@@ -496,9 +497,10 @@ def _table_run(
             pred = est.predict(e) if net is est.network_ else _predict_with(est, net, e)
             cands[name] = rec(name, net, est.candidate_histories_[name], pred)
         vals = {k: (v if v is not None else float("inf")) for k, v in est.candidates_.items()}
-        min_choice = min(vals, key=lambda k: vals[k])
+        min_choice = min(vals, key=lambda k: vals[k])  # the lowest selection-half MSE
         common = {
             "candidates_val_mse": est.candidates_,
+            "candidates_rank": est.candidates_rank_,
             "candidates_se": est.candidates_se_,
             "n_val_pairs": est.n_val_pairs_,
             "n_train_pairs": est.n_train_pairs_,
@@ -514,6 +516,11 @@ def _table_run(
         rec1.update(n_train_pairs=est.n_train_pairs_, fit_s=round(fit_s, 1))
         out = [rec1]
     return out
+
+
+def _spe(st: Any, est: Any) -> int:
+    """Optimizer steps per epoch of the estimator's training pairs."""
+    return -(-est.n_train_pairs_ // st.batch_size)
 
 
 def _nanbig(x: float) -> float:
