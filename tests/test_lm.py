@@ -324,3 +324,31 @@ def test_less_and_lora_inputs_keep_the_bos_when_cut(tiny_lm_dir: Path) -> None:
     for template in (tok.chat_template, None):  # chat and plain-text prompts
         tok.chat_template = template
         assert _starts_once(_chat(lm, [("q", "a")], "Say hi."))
+
+
+def test_materialised_folder_follows_the_umask(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The GGUF conversion is replaced by the tiny model; the folder is built and saved as for
+    # the real one (safetensors writes its file 0600, the temporary folder starts 0700).
+    import os
+    import stat
+    import time
+
+    import nncift.lm as lm_mod
+
+    tiny = tiny_random_lm(cache=LM_CACHE)
+    monkeypatch.setattr(lm_mod, "_load_gguf", lambda src: (tiny.model, tiny.tokenizer))
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / lm_mod._GGUF_FILE).write_bytes(b"stand-in")
+    target = lm_mod.default_lm_folder(tmp_path / "cache")
+    target.parent.mkdir(parents=True)
+    old = os.umask(0o022)
+    try:
+        lm_mod._materialize(src, target, time.perf_counter())
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o755
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in target.iterdir()}
+    assert "model.safetensors" in modes and set(modes.values()) == {0o644}, modes

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nncift.errors import InputError
-from nncift.io import make_temp_dir
+from nncift.io import default_mode, make_temp_dir
 from nncift.progress import status, third_party_bars_off
 
 if TYPE_CHECKING:
@@ -354,6 +354,8 @@ def _materialize(src: Path, target: Path, t0: float) -> None:
             "seconds": round(time.perf_counter() - t0, 2),
         }
         (tmp / _MARKER).write_text(json.dumps(marker, indent=2) + "\n")
+        for f in tmp.iterdir():  # safetensors writes its file 0600; the rest follows the umask
+            f.chmod(default_mode())
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)
