@@ -9,7 +9,7 @@ from typing import Any
 import click
 import numpy as np
 
-from nncift.cli.main import cli, user_errors
+from nncift.cli.group import user_errors
 from nncift.cli.ray_options import ray_options, ray_settings
 from nncift.manifest import Manifest
 
@@ -77,7 +77,7 @@ def _write_table(path: Path, columns: dict[str, Any]) -> None:
         pl.DataFrame(columns).write_parquet(tmp)
 
 
-@cli.command("estimate")
+@click.command("estimate")
 @click.option(
     "--net", required=True, type=click.Path(dir_okay=False), help="Weight file (.safetensors)."
 )

@@ -8,7 +8,7 @@ from typing import Any
 import click
 import numpy as np
 
-from nncift.cli.main import cli, user_errors
+from nncift.cli.group import user_errors
 from nncift.cli.train_cmd import load_embeddings, parse_hidden, settings_from, training_options
 from nncift.manifest import Manifest
 
@@ -55,7 +55,7 @@ def predict_with_network(
     return (raw * w.label_scale + w.label_offset).astype(np.float32), meta
 
 
-@cli.command("evaluate")
+@click.command("evaluate")
 @click.option(
     "--net", default=None, type=click.Path(dir_okay=False), help="Weight file to evaluate."
 )

@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from nncift.cli.common import data_options, echo_summary, load_pool
-from nncift.cli.main import cli, user_errors
+from nncift.cli.group import user_errors
 from nncift.cli.ray_options import ray_options, ray_settings
 from nncift.errors import InputError
 
@@ -34,7 +34,7 @@ def _parse_settings(pairs: tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
-@cli.command("label")
+@click.command("label")
 @click.option(
     "--method",
     type=click.Choice(["delift", "delift-se", "less", "selectit"]),

@@ -8,14 +8,14 @@ from typing import Any
 import click
 
 from nncift.cli.common import data_options, echo_summary, load_pool
-from nncift.cli.main import cli, user_errors
+from nncift.cli.group import user_errors
 from nncift.cli.ray_options import ray_options, ray_settings
 from nncift.cli.selection_options import selection_kwargs, selection_options
 
 DEFAULT_POOL = "builtin:ifbench"
 
 
-@cli.command("select")
+@click.command("select")
 @click.option(
     "--pool",
     default=DEFAULT_POOL,

@@ -8,7 +8,7 @@ from typing import Any
 import click
 import numpy as np
 
-from nncift.cli.main import cli, user_errors
+from nncift.cli.group import user_errors
 from nncift.manifest import Manifest
 
 
@@ -162,7 +162,7 @@ def settings_from(kw: dict[str, Any]) -> Any:
     )
 
 
-@cli.command("train")
+@click.command("train")
 @click.option(
     "--labels",
     required=True,

@@ -32,7 +32,7 @@ import numpy as np
 
 from nncift.distributed.cluster import RaySettings, require_ray
 from nncift.errors import InputError
-from nncift.selection import SelectionResult, select
+from nncift.selection import SelectionResult, resolve_budget, select
 
 log = logging.getLogger(__name__)
 
@@ -270,9 +270,12 @@ def select_partitioned(
         raise InputError(f"partition-and-merge needs a square kernel, got shape {data.shape}")
     if kernel is not None and not np.isfinite(data).all():
         raise InputError("the kernel contains NaN or inf")
-    from nncift.pipeline import resolve_budget  # the user-facing check (count that fits)
-
-    count = resolve_budget(budget, n)
+    try:
+        count = resolve_budget(budget, n)
+    except ValueError as exc:  # a bad budget is the user's input, not a bug
+        raise InputError(str(exc)) from exc
+    if count > n:
+        raise InputError(f"budget {count} is larger than the pool ({n} items)")
     part_mode = mode
     if kernel is not None:
         part_mode = "dense"

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from nncift.errors import InputError
-from nncift.influence import CostMeter
+from nncift.influence.base import CostMeter
 
 #: Response positions pushed through the output layer at once (bounds a (n, V) float32 block).
 _HEAD_CHUNK = 512

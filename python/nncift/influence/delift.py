@@ -35,7 +35,6 @@ from typing import Any
 import numpy as np
 
 from nncift.errors import InputError
-from nncift.influence import CostMeter, PairwiseInfluence
 from nncift.influence._lm import (
     Seq,
     encode,
@@ -43,6 +42,7 @@ from nncift.influence._lm import (
     response_logprobs,
     supports_kv_reuse,
 )
+from nncift.influence.base import CostMeter, PairwiseInfluence
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from nncift.errors import InputError
-from nncift.influence import CostMeter, PairwiseInfluence, TextItems, as_index
+from nncift.influence.base import CostMeter, PairwiseInfluence, TextItems, as_index
 
 #: Largest full matrix `full()` builds at once (float32 bytes); larger ones go block by block.
 FULL_MATRIX_BYTES = 1 << 30

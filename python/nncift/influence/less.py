@@ -35,8 +35,8 @@ from typing import Any
 import numpy as np
 
 from nncift.errors import InputError
-from nncift.influence import Cost, CostMeter, PairwiseInfluence, Result, as_index
 from nncift.influence._lm import _batches, cut_left, encode, pad_id
+from nncift.influence.base import Cost, CostMeter, PairwiseInfluence, Result, as_index
 
 log = logging.getLogger(__name__)
 
@@ -361,7 +361,7 @@ class Less(PairwiseInfluence):
             return
         import torch
 
-        from nncift.influence import CostMeter as _Meter
+        from nncift.influence.base import CostMeter as _Meter
 
         self._ensure_model()
         meter = _Meter()

@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 
 from nncift.errors import InputError
-from nncift.influence import CostMeter, PointwiseInfluence
 from nncift.influence._lm import encode, next_token_logprobs
+from nncift.influence.base import CostMeter, PointwiseInfluence
 
 #: K = 5 rating prompts (paraphrases in the spirit of SelectIT's). `{sample}` is replaced.
 RATING_PROMPTS = (
