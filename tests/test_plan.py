@@ -211,7 +211,7 @@ def test_plans_without_an_lm_load_none(
 def test_selection_line_counts_the_predicted_kernels(
     files: dict[str, Path], tmp_path: Path
 ) -> None:
-    from nncift.selection import estimate_selection
+    from nncift.selection_plan import estimate_selection
 
     code, output = run("select", "--pool", str(files["pool"]), "--target", str(files["target"]),
                        "--method", "delift-se", "--u", "0.2", "--budget", "5", "--out",

@@ -8,10 +8,10 @@ from nncift import _core
 from nncift.selection import (
     STOP_IF_ZERO_GAIN_DEFAULT,
     STOP_REASONS,
-    estimate_selection,
     resolve_budget,
     select,
 )
+from nncift.selection_plan import estimate_selection
 
 submodlib = pytest.importorskip("submodlib")
 

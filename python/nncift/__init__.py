@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from nncift import selection
+from nncift import objectives, selection
 from nncift._core import __version__ as core_version
 from nncift.errors import InputError, NnciftError
-from nncift.scorer import PairwiseScorer
-from nncift.selection import SelectionResult, estimate_selection, select
+from nncift.scorer import PairwiseScorer, ScorerKernel
+from nncift.selection import SelectionResult, select
+from nncift.selection_plan import estimate_selection
 
 try:
     __version__ = version("nncift")
@@ -23,10 +24,12 @@ __all__ = [
     "InputError",
     "NnciftError",
     "PairwiseScorer",
+    "ScorerKernel",
     "SelectionResult",
     "__version__",
     "core_version",
     "estimate_selection",
+    "objectives",
     "select",
     "selection",
 ]

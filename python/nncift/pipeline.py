@@ -50,10 +50,7 @@ def resolve_budget(budget: float, n: int) -> int:
     that fits the pool."""
     from nncift.selection import resolve_budget as to_count
 
-    try:
-        k = to_count(budget, n)
-    except ValueError as exc:
-        raise InputError(str(exc)) from exc
+    k = to_count(budget, n)  # InputError on a bad budget
     if k > n:
         raise InputError(f"budget {k} is larger than the pool ({n} items)")
     return k
@@ -345,7 +342,7 @@ def _select(
             return result
         rec["ray"] = f"selection ran on the driver: {objective} has no partition-and-merge"
         log.warning("--ray: %s is selected on this machine (no partition-and-merge)", objective)
-    return select(objective, budget=k, seed=options.seed, **inputs, **options.selection)
+    return select(objective, budget=k, random_state=options.seed, **inputs, **options.selection)
 
 
 def valuation_options(options: SelectOptions) -> ValuationOptions:
@@ -455,7 +452,7 @@ def plan_select(
     throughput: a `nncift.lm_probe.Throughput` to price LM passes with instead of the probe.
     """
     from nncift.plan import plan_valuation
-    from nncift.selection import estimate_selection
+    from nncift.selection_plan import estimate_selection
 
     _check_method(options.method)
     k = resolve_budget(options.budget, len(pool))

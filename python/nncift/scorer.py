@@ -10,10 +10,12 @@ remaining layers per tile). Rows are pool items, columns targets (or pool items)
     K = scorer.score(pool_emb, target_emb)              # (M, N) float32
     idx, val = scorer.topk(pool_emb, target_emb, k=10)  # (M, 10) int64 / float32
     value = scorer.aggregate(pool_emb, target_emb, how="mean-max", groups=task_of_target)
+    kern = scorer.bind(pool_emb, pool_emb)              # ScorerKernel: entries on request
+    res = nncift.select("fl", kernel_source=kern, budget=100)  # selection without the matrix
 
 Inputs: C-contiguous float32 arrays are passed to Rust without a copy; float64 or
 non-contiguous arrays are converted (one copy) here. All kernels release the GIL.
-`n_jobs=0` uses every core; results are bit-identical for any `n_jobs`.
+`n_jobs=0` or `-1` uses every core; results are bit-identical for any `n_jobs`.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from nncift import _core
+from nncift._core import ScorerKernel
 from nncift.errors import InputError
 
 AGGREGATES = ("mean", "max", "mean-max")
@@ -289,7 +292,7 @@ class PairwiseScorer:
             raise ValueError("this is a pairwise network: use score / topk / aggregate")
         return self._core.pointwise(_embeddings("rows", rows), _n_jobs(n_jobs))
 
-    def bind(self, rows: Any, cols: Any, n_jobs: int = 0) -> _core.ScorerKernel:
+    def bind(self, rows: Any, cols: Any, n_jobs: int = 0) -> ScorerKernel:
         """Precompute the per-item factors of rows x cols once; the returned kernel computes
         any block on request (`.block(row_idx, col_idx)`, `.topk`, `.aggregate`, `.dense`)
         and is what the selection engine accepts as a kernel source (no M x N matrix)."""
@@ -316,4 +319,4 @@ class PairwiseScorer:
             )
 
 
-__all__ = ["AGGREGATES", "PairwiseScorer"]
+__all__ = ["AGGREGATES", "PairwiseScorer", "ScorerKernel"]

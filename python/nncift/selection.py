@@ -1,20 +1,29 @@
 """Subset selection: submodular objectives over dense, sparse kNN or on-the-fly kernels.
 
-One entry point, :func:`select`, runs in Rust with the GIL released. Kernels are oriented
-``K[j, t]``: rows ``j`` are the pool items that can be chosen, columns ``t`` the items to be
-represented (the pool itself for a square kernel). For a symmetric kernel this is the same as
-submodlib's; for submodlib's ``separate_rep`` kernel (``n_rep x n``) pass its transpose.
+One entry point, :func:`select`, runs in Rust with the GIL released. The objective is an
+object from :mod:`nncift.objectives` (``FacilityLocation()``, ``FacilityLocationMI(eta=2.0)``,
+...) or its shorthand name (``"fl"``, ``"flmi"``, ...); :mod:`nncift.selection_plan`
+estimates a run's memory and time before it starts; docs/selection.md has one example per
+objective. Kernels are oriented ``K[j, t]``: rows ``j`` are the pool items that can be
+chosen, columns ``t`` the items to be represented (the pool itself for a square kernel). For
+a symmetric kernel this is the same as submodlib's; for submodlib's ``separate_rep`` kernel
+(``n_rep x n``) pass its transpose.
 
-Objectives (``s = K``; all need ``s >= 0``; the disparity ones need ``s`` in ``[0, 1]``):
+Objectives (``s = K``; all need ``s >= 0``; the disparity ones need ``s`` in ``[0, 1]``;
+the class in :mod:`nncift.objectives` in brackets):
 
-* ``fl``: ``f(A) = sum_t max_{j in A} s_jt`` (facility location; ``represented_embeddings``
-  give a separate represented set).
-* ``flmi``: ``sum_t min(max_{j in A} s_jt, eta * max_q s_tq)`` with a query set.
-* ``flcg``: ``sum_t max(max_{j in A} s_jt - nu * max_p s_tp, 0)`` with a private set.
-* ``graph-cut``: ``sum_{j in A} sum_t s_jt - lambda * sum_{i, j in A} s_ij``.
-* ``disparity-sum``: ``sum_{i < j in A} (1 - s_ij)``; ``disparity-min``: ``min_{i != j} (1 - s_ij)``
-  (greedy = farthest-first: the reported gain is the distance to the nearest chosen item).
-* ``topk``: ``sum_{j in A} scores_j``; ``mix``: ``fl + quality_weight * sum_{j in A} scores_j``.
+* ``fl`` (``FacilityLocation``): ``f(A) = sum_t max_{j in A} s_jt``
+  (``represented_embeddings`` give a separate represented set).
+* ``flmi`` (``FacilityLocationMI``): ``sum_t min(max_{j in A} s_jt, eta * max_q s_tq)``
+  with a query set.
+* ``flcg`` (``FacilityLocationCG``): ``sum_t max(max_{j in A} s_jt - nu * max_p s_tp, 0)``
+  with a private set.
+* ``graph-cut`` (``GraphCut``): ``sum_{j in A} sum_t s_jt - lambda * sum_{i, j in A} s_ij``.
+* ``disparity-sum`` (``DisparitySum``): ``sum_{i < j in A} (1 - s_ij)``;
+  ``disparity-min`` (``DisparityMin``): ``min_{i != j} (1 - s_ij)`` (greedy =
+  farthest-first: the reported gain is the distance to the nearest chosen item).
+* ``topk`` (``TopK``): ``sum_{j in A} scores_j``; ``mix`` (``Mix``):
+  ``fl + quality_weight * sum_{j in A} scores_j``.
 
 Cosine kernels built from embeddings are made non-negative by ``cosine="clip"``
 (``max(cos, 0)``, the default: FL ignores negative similarities anyway, so FL values equal
@@ -22,10 +31,11 @@ submodlib's on the raw cosine kernel) or ``cosine="shift"`` (``(1 + cos) / 2``).
 
 Ties. When several items have exactly the same gain (a saturated facility-location kernel,
 a constant network, equal scores), the one chosen is decided by a seeded permutation of the
-pool drawn from ``seed`` (``--seed`` on the command line), in Rust, for every objective and
-optimizer (and, in ``sparse`` mode, for which of equally similar items a kNN kernel keeps as
-neighbours); never by the position in the input file. The same seed gives the same subset for
-any ``n_jobs``, and ``lazy`` still returns exactly what ``naive`` returns.
+pool drawn from ``random_state`` (``--seed`` on the command line), in Rust, for every
+objective and optimizer (and, in ``sparse`` mode, for which of equally similar items a kNN
+kernel keeps as neighbours); never by the position in the input file. The same
+``random_state`` gives the same subset for any ``n_jobs``, and ``lazy`` still returns exactly
+what ``naive`` returns.
 
 Stopping early. The budget is filled by default (``stop_if_zero_gain`` defaults to
 :data:`STOP_IF_ZERO_GAIN_DEFAULT` = False, as in submodlib's ``maximize`` and apricot; the
@@ -42,14 +52,21 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
+import time
+import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from nncift import _core
+from nncift.errors import InputError
+from nncift.objectives import OBJECTIVE_CLASSES, PARAMETER_DEFAULTS, Objective, from_name
+from nncift.scorer import ScorerKernel
 
-OBJECTIVES = ("fl", "flmi", "flcg", "graph-cut", "disparity-sum", "disparity-min", "topk", "mix")
+#: The objectives' shorthand names (classes in :mod:`nncift.objectives`).
+OBJECTIVES = tuple(OBJECTIVE_CLASSES)
 OPTIMIZERS = ("naive", "lazy", "stochastic", "lazier-than-lazy", "greedi")
 MODES = ("auto", "dense", "sparse", "onthefly")
 
@@ -65,10 +82,6 @@ STOP_REASONS = {
 }
 #: Pool size per part when ``optimizer="greedi"`` chooses the number of parts itself.
 GREEDI_PART_SIZE = 50_000
-#: Rough sustained single-thread rates on a laptop core, used only for estimates (measured
-#: here: sgemm ~7e10 flop/s per AVX2 core, the FL gain loop ~2.5e9 entries/s, memory-bound).
-_GEMM_FLOPS_PER_THREAD = 5e10
-_SCAN_PER_THREAD = 2e9
 
 
 @dataclass(frozen=True)
@@ -89,8 +102,8 @@ class SelectionResult:
             ``exhausted``).
     """
 
-    indices: np.ndarray
-    gains: np.ndarray
+    indices: npt.NDArray[np.int64]
+    gains: npt.NDArray[np.float64]
     objective: float
     timings: dict[str, float]
     mode: str
@@ -115,41 +128,13 @@ class SelectionResult:
         return f"selected {len(self)} of the budget {self.budget}: {reason}"
 
 
-@dataclass(frozen=True)
-class SelectionPlan:
-    """What a selection will cost, before running it (:func:`estimate_selection`)."""
-
-    n: int
-    budget: int
-    objective: str
-    mode: str
-    memory_bytes: int
-    seconds: float
-    reason: str
-    details: dict[str, float] = field(default_factory=dict)
-
-    def __str__(self) -> str:
-        return (
-            f"selection plan: {self.objective} on {self.n:,} items, budget {self.budget:,}, "
-            f"mode {self.mode} ({self.reason}); about {_fmt_bytes(self.memory_bytes)} memory "
-            f"and {_fmt_seconds(self.seconds)}"
-        )
-
-
-def _fmt_bytes(b: float) -> str:
+def fmt_bytes(b: float) -> str:
+    """A byte count for people (``1.5 GB``)."""
     for unit in ("B", "KB", "MB", "GB", "TB"):
         if b < 1024 or unit == "TB":
             return f"{b:.0f} {unit}" if unit == "B" else f"{b:.1f} {unit}"
         b /= 1024
     return f"{b:.1f} TB"
-
-
-def _fmt_seconds(s: float) -> str:
-    if s < 1:
-        return "under a second"
-    if s < 120:
-        return f"{s:.0f} s"
-    return f"{s / 60:.0f} min"
 
 
 def _available_memory() -> int:
@@ -159,119 +144,49 @@ def _available_memory() -> int:
         return 8 * 1024**3
 
 
-def _threads(n_jobs: int) -> int:
-    return max(1, n_jobs if n_jobs > 0 else (os.cpu_count() or 1))
-
-
 def resolve_budget(budget: float, n: int) -> int:
-    """Turn a count (>= 1) or a fraction of the pool (0 < b < 1) into a count."""
+    """Turn a count (>= 1) or a fraction of the pool (0 < b < 1) into a count.
+
+    Raises:
+        InputError: not a number, not > 0, or a count that is not whole.
+    """
     if isinstance(budget, bool) or not isinstance(budget, (int, float, np.integer, np.floating)):
-        raise ValueError(f"budget must be a number, got {budget!r}")
+        raise InputError(f"budget must be a number, got {budget!r}")
     b = float(budget)
     if not math.isfinite(b) or b <= 0:
-        raise ValueError(f"budget must be > 0 (a count or a fraction of the pool), got {budget}")
+        raise InputError(f"budget must be > 0 (a count or a fraction of the pool), got {budget}")
     if b < 1:
         return max(1, int(round(b * n)))
     if b != int(b):
-        raise ValueError(f"a budget >= 1 is a count and must be whole, got {budget}")
+        raise InputError(f"a budget >= 1 is a count and must be whole, got {budget}")
     return int(b)
 
 
-def _auto_mode(n: int, memory_limit: int | None) -> tuple[str, str]:
+def resolve_n_jobs(n_jobs: int) -> int:
+    """``n_jobs`` as the core takes it: ``-1`` (scikit-learn's "all cores") and ``0`` both
+    mean every core (returned as 0); a positive count is kept."""
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, (int, np.integer)):
+        raise InputError(f"n_jobs must be an integer, got {n_jobs!r}")
+    if n_jobs < -1:
+        raise InputError(f"n_jobs must be >= -1 (-1 or 0 = all cores), got {n_jobs}")
+    return max(0, int(n_jobs))
+
+
+def auto_mode(n: int, memory_limit: int | None) -> tuple[str, str]:
+    """The kernel storage ``mode="auto"`` picks for ``n`` items, and why."""
     limit = memory_limit if memory_limit is not None else _available_memory()
     dense_bytes = 4 * n * n
     if dense_bytes <= limit // 4:
-        return "dense", f"the {n:,} x {n:,} float32 kernel ({_fmt_bytes(dense_bytes)}) fits"
+        return "dense", f"the {n:,} x {n:,} float32 kernel ({fmt_bytes(dense_bytes)}) fits"
     if n <= 400_000:
-        return "sparse", f"a dense kernel ({_fmt_bytes(dense_bytes)}) would not fit; kNN instead"
+        return "sparse", f"a dense kernel ({fmt_bytes(dense_bytes)}) would not fit; kNN instead"
     return "onthefly", "pool too large for a kNN build in one piece; partition and merge"
 
 
-def estimate_selection(
-    n: int,
-    *,
-    budget: float,
-    d: int | None = None,
-    objective: str = "fl",
-    mode: str = "auto",
-    optimizer: str = "lazy",
-    knn: int = 10,
-    n_queries: int = 0,
-    kernel_given: bool = False,
-    n_jobs: int = 0,
-    memory_limit: int | None = None,
-) -> SelectionPlan:
-    """Estimate memory and time of :func:`select` on ``n`` items, and the mode ``auto`` picks.
-
-    Args:
-        n: pool size.
-        budget: count or fraction, as for :func:`select`.
-        d: embedding width (default 384) when the kernel is built from embeddings.
-        kernel_given: a dense kernel is passed in (no build cost, its memory is the caller's).
-        memory_limit: bytes the run may use (default: the machine's available memory).
-
-    The time is a rough figure for a laptop-class CPU; the memory is what nncift allocates.
-    """
-    if n <= 0:
-        raise ValueError("the pool is empty")
-    _check_choice("objective", objective, OBJECTIVES)
-    _check_choice("mode", mode, MODES)
-    _check_choice("optimizer", optimizer, OPTIMIZERS)
-    k = resolve_budget(budget, n)
-    d = d or 384
-    t = _threads(n_jobs)
-    gemm = _GEMM_FLOPS_PER_THREAD * t
-    scan = _SCAN_PER_THREAD * t
-    emb_bytes = 0 if kernel_given else 4 * n * d * 2
-    if objective == "topk":
-        return SelectionPlan(n, k, objective, "none", 16 * n, n * 1e-8, "scores only")
-    reason = f"mode {mode} requested"
-    if kernel_given:
-        chosen = "dense"
-        reason = "a dense kernel was given"
-    elif mode == "auto" or optimizer == "greedi":
-        chosen, reason = _auto_mode(n, memory_limit)
-        if optimizer == "greedi":
-            reason = "partition and merge requested"
-    else:
-        chosen = mode
-    details: dict[str, float] = {}
-    side = 2 * n * max(n_queries, 1) * d / gemm if n_queries else 0.0
-    # Lazy greedy re-evaluates a few dozen stale candidates per pick in practice.
-    reevals = {"naive": float(n), "stochastic": n / max(k, 1) * math.log(100)}.get(optimizer, 30.0)
-    if chosen == "dense":
-        mem = (0 if kernel_given else 4 * n * n) + emb_bytes + 24 * n
-        # Square kernels are built from tiles I <= J only: n^2 d flops, not 2 n^2 d.
-        build = 0.0 if kernel_given else n * n * d / gemm
-        sel = (n * n + k * reevals * n) / scan
-    elif chosen == "sparse":
-        nnz = knn * n
-        # Per worker: flat top-k lists over all columns plus one 1024 x 1024 tile.
-        mem = 16 * nnz + emb_bytes + 24 * n + t * (8 * nnz + 4 * 1024 * 1024)
-        build = n * n * d / gemm + n * n / scan
-        sel = (nnz + k * reevals * nnz / n) / scan * 4
-    else:
-        parts = max(1, math.ceil(n / GREEDI_PART_SIZE))
-        if optimizer == "greedi" or chosen == "onthefly" and mode == "auto":
-            part = math.ceil(n / parts)
-            nnz = knn * part
-            union = min(n, 2 * k)  # local factor 2: each part keeps 2 k / parts items
-            mem = emb_bytes + 16 * nnz * 2 + t * (8 * knn * max(part, union) + (4 << 20)) + 24 * n
-            build = (parts * part * part + union * union) * d / gemm
-            sel = parts * (nnz * 8) / scan
-            chosen = "greedi-sparse"
-            details["parts"] = parts
-        else:
-            mem = emb_bytes + 24 * n + 4 * 256 * n * t
-            build = 0.0
-            sel = (n * n * d * 2 / gemm) + k * reevals * n * d * 2 / gemm
-    details.update(build_seconds=build, select_seconds=sel)
-    return SelectionPlan(n, k, objective, chosen, int(mem), build + sel + side, reason, details)
-
-
-def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    """InputError unless ``value`` is one of ``choices``."""
     if value not in choices:
-        raise ValueError(f"unknown {name} {value!r}; choose from {', '.join(choices)}")
+        raise InputError(f"unknown {name} {value!r}; choose from {', '.join(choices)}")
 
 
 def _matrix(x: Any, name: str, check_finite: bool = True) -> np.ndarray:
@@ -305,43 +220,85 @@ def _check_kernel(k: np.ndarray, name: str, unit: bool) -> None:
         raise ValueError(f"{name} has values > 1; disparity functions need similarities in [0, 1]")
 
 
+def _objective(objective: Objective | str, flat: dict[str, float | None]) -> Objective:
+    """The objective object of a :func:`select` call: given, or built from its shorthand
+    name and the flat keyword parameters (``eta``, ``nu``, ``lambda_``, ``quality_weight``)."""
+    if isinstance(objective, Objective):
+        clash = [k for k, v in flat.items() if v is not None]
+        if clash:
+            raise InputError(
+                f"{', '.join(clash)} given next to the objective object "
+                f"{type(objective).__name__}; set parameters on the object, e.g. "
+                "FacilityLocationMI(eta=2.0)"
+            )
+        return objective
+    if not isinstance(objective, str):
+        raise InputError(
+            "objective must be an nncift.objectives object or one of "
+            f"{', '.join(OBJECTIVES)}; got {type(objective).__name__}"
+        )
+    return from_name(objective, **flat)
+
+
+def _random_state(random_state: int, seed: int | None) -> int:
+    """The run's seed from ``random_state`` and the deprecated ``seed`` alias."""
+    if seed is not None:
+        warnings.warn(
+            "select(seed=...) is deprecated; use random_state=...", DeprecationWarning, stacklevel=3
+        )
+        if random_state not in (0, seed):
+            raise InputError(f"seed={seed} and random_state={random_state} disagree; give one")
+        random_state = seed
+    if isinstance(random_state, bool) or not isinstance(random_state, (int, np.integer)):
+        raise InputError(f"random_state must be an integer >= 0, got {random_state!r}")
+    if random_state < 0:
+        raise InputError(f"random_state must be >= 0, got {random_state}")
+    return int(random_state)
+
+
 def select(
-    objective: str = "fl",
+    objective: Objective | str = "fl",
     *,
     budget: float,
-    kernel: Any = None,
-    embeddings: Any = None,
-    represented_embeddings: Any = None,
-    query_kernel: Any = None,
-    query_embeddings: Any = None,
-    private_kernel: Any = None,
-    private_embeddings: Any = None,
-    scores: Any = None,
-    quality_weight: float = 1.0,
+    kernel: npt.ArrayLike | None = None,
+    embeddings: npt.ArrayLike | None = None,
+    represented_embeddings: npt.ArrayLike | None = None,
+    query_kernel: npt.ArrayLike | None = None,
+    query_embeddings: npt.ArrayLike | None = None,
+    private_kernel: npt.ArrayLike | None = None,
+    private_embeddings: npt.ArrayLike | None = None,
+    scores: npt.ArrayLike | None = None,
+    quality_weight: float | None = None,
     mode: str = "auto",
     optimizer: str = "lazy",
     epsilon: float = 0.01,
-    eta: float = 1.0,
-    nu: float = 1.0,
-    lambda_: float = 0.5,
+    eta: float | None = None,
+    nu: float | None = None,
+    lambda_: float | None = None,
     knn: int = 10,
     cosine: str = "clip",
-    costs: Any = None,
+    costs: npt.ArrayLike | None = None,
     cost_budget: float | None = None,
-    initial: Any = None,
+    initial: npt.ArrayLike | None = None,
     stop_if_zero_gain: bool = STOP_IF_ZERO_GAIN_DEFAULT,
     stop_if_negative_gain: bool = False,
-    seed: int = 0,
+    random_state: int = 0,
     n_jobs: int = 0,
-    kernel_source: Any = None,
+    kernel_source: ScorerKernel | None = None,
     greedi_parts: int | None = None,
     memory_limit: int | None = None,
-    tie_ranks: Any = None,
+    tie_ranks: npt.ArrayLike | None = None,
+    seed: int | None = None,
 ) -> SelectionResult:
     """Choose ``budget`` pool items greedily maximising a submodular objective.
 
+    Array inputs may be any array-like; C-contiguous float32 arrays (int64 for index
+    arrays) reach Rust without a copy, anything else is converted once.
+
     Args:
-        objective: one of ``fl, flmi, flcg, graph-cut, disparity-sum, disparity-min, topk, mix``.
+        objective: an object from :mod:`nncift.objectives` (``FacilityLocation()``,
+            ``FacilityLocationMI(eta=2.0)``, ...) or its shorthand name, one of ``fl, flmi,
+            flcg, graph-cut, disparity-sum, disparity-min, topk, mix``.
         budget: a count (>= 1) or a fraction of the pool (0 < b < 1), not counting ``initial``.
         kernel: (n, m) similarities ``K[pool item, represented item]``, float32 (other numeric
             dtypes are converted); square (n, n) for every objective except ``fl``.
@@ -350,13 +307,16 @@ def select(
         query_kernel / query_embeddings: (n, q) kernel or (q, d) embeddings of the query set (flmi).
         private_kernel / private_embeddings: (n, p) kernel or (p, d) embeddings (flcg).
         scores: (n,) per-item quality for ``topk`` and ``mix``.
-        quality_weight: weight of the scores in ``mix``.
+        quality_weight: weight of the scores in ``mix`` (default 1.0; with a name only, as
+            are ``eta``, ``nu`` and ``lambda_``: an objective object carries its own).
         mode: ``dense`` (full kernel in memory), ``sparse`` (kNN with ``knn`` neighbours per
             represented item), ``onthefly`` (entries computed when needed) or ``auto``.
         optimizer: ``naive``, ``lazy``, ``stochastic``, ``lazier-than-lazy`` or ``greedi``
             (partition and merge, lazy inside; ``greedi_parts`` parts, default n / 50,000).
         epsilon: sample-size parameter of the stochastic optimizers.
-        eta, nu, lambda_: FLMI query weight, FLCG privacy hardness, graph-cut weight.
+        eta, nu, lambda_: FLMI query weight (1.0), FLCG privacy hardness (1.0), graph-cut
+            weight (0.5), used by the named objective only and checked as its class checks
+            them (see :mod:`nncift.objectives`).
         costs: (n,) per-item costs > 0 (e.g. token counts): ranks by gain / cost and stops at
             ``cost_budget`` total cost.
         initial: indices already chosen; counted in the objective, never returned.
@@ -364,36 +324,44 @@ def select(
             rule); the first pick of disparity-sum is exempt, ``topk`` never stops. Default
             :data:`STOP_IF_ZERO_GAIN_DEFAULT` (False: fill the budget).
         stop_if_negative_gain: stop early once the best gain is negative (never for ``topk``).
-        seed: seed of the tie order (equal gains go to the item ranked first in a seeded
-            permutation of the pool), of the stochastic optimizers and of greedi's partition.
-        n_jobs: threads (0 = all cores); the result does not depend on it.
-        kernel_source: a pairwise scorer object computing the kernel on the fly.
+        random_state: seed (an integer >= 0) of the tie order (equal gains go to the item
+            ranked first in a seeded permutation of the pool), of the stochastic optimizers
+            and of greedi's partition.
+        n_jobs: threads (0 or -1 = all cores); the result does not depend on it.
+        kernel_source: a :class:`nncift.scorer.ScorerKernel` (``PairwiseScorer.bind(rows,
+            cols)``) computing the kernel on the fly.
         memory_limit: bytes ``mode="auto"`` may plan for (default: available memory).
         tie_ranks: (n,) non-negative ints, the tie order to use instead of the one drawn from
-            ``seed`` (lower wins an exact tie). For drivers that select on parts of a pool: pass
-            each part ``nncift._core.tie_ranks(n, seed)[part]`` to reproduce a run on the pool.
+            ``random_state`` (lower wins an exact tie). For drivers that select on parts of a
+            pool: pass each part ``nncift._core.tie_ranks(n, random_state)[part]`` to reproduce
+            a run on the pool.
+        seed: deprecated alias of ``random_state`` (a DeprecationWarning).
 
     Returns:
         A :class:`SelectionResult`; ``result.short`` / ``result.stopped_early`` tell when
         and why fewer than ``budget`` items came back.
 
     Raises:
-        ValueError: bad budget, shapes, NaN/inf or negative similarities, empty pool.
+        InputError: a bad objective parameter, budget, option or random_state (a
+            ValueError).
+        ValueError: bad shapes, NaN/inf or negative similarities, empty pool.
     """
-    import time
-
     t0 = time.perf_counter()
-    _check_choice("objective", objective, OBJECTIVES)
-    _check_choice("optimizer", optimizer, OPTIMIZERS)
-    _check_choice("mode", mode, MODES)
+    flat = {"eta": eta, "nu": nu, "lambda_": lambda_, "quality_weight": quality_weight}
+    obj = _objective(objective, flat)
+    objective = obj.name
+    params = {**PARAMETER_DEFAULTS, **obj.params()}
+    quality_weight = params["quality_weight"]
+    random_state = _random_state(random_state, seed)
+    n_jobs = resolve_n_jobs(n_jobs)
+    check_choice("optimizer", optimizer, OPTIMIZERS)
+    check_choice("mode", mode, MODES)
     if cosine not in ("clip", "shift", "raw"):
         raise ValueError(f"unknown cosine transform {cosine!r}; choose clip or shift")
     if knn is None or int(knn) < 1:
         raise ValueError(f"knn must be >= 1, got {knn}")
     if not (0 < epsilon < 1):
         raise ValueError(f"epsilon must be in (0, 1), got {epsilon}")
-    if n_jobs < 0:
-        raise ValueError(f"n_jobs must be >= 0, got {n_jobs}")
 
     k_arr = _matrix(kernel, "kernel", check_finite=False) if kernel is not None else None
     e_arr = _matrix(embeddings, "embeddings") if embeddings is not None else None
@@ -413,7 +381,7 @@ def select(
     elif e_arr is not None:
         n = e_arr.shape[0]
     elif kernel_source is not None:
-        if not isinstance(kernel_source, _core.ScorerKernel):
+        if not isinstance(kernel_source, ScorerKernel):
             raise ValueError(
                 "kernel_source must be an nncift ScorerKernel (from PairwiseScorer.bind(rows, "
                 f"cols)); got {type(kernel_source).__name__}"
@@ -536,7 +504,7 @@ def select(
     if objective == "topk" or k_arr is not None:
         run_mode = "dense"
     elif mode == "auto":
-        run_mode, _ = _auto_mode(n, memory_limit)
+        run_mode, _ = auto_mode(n, memory_limit)
         if run_mode == "onthefly" and kernel_source is None and objective not in ("flmi", "flcg"):
             # Too big for one kNN build: partition and merge with a kNN kernel per part.
             run_mode = "sparse"
@@ -560,16 +528,16 @@ def select(
         knn=int(knn),
         optimizer=inner,
         epsilon=float(epsilon),
-        eta=float(eta),
-        nu=float(nu),
-        lambda_=float(lambda_),
+        eta=params["eta"],
+        nu=params["nu"],
+        lambda_=params["lambda_"],
         costs=cost_arr,
         cost_budget=None if cost_budget is None else float(cost_budget),
         initial=init,
         stop_if_zero_gain=bool(stop_if_zero_gain),
         stop_if_negative_gain=bool(stop_if_negative_gain),
-        seed=int(seed),
-        n_jobs=int(n_jobs),
+        seed=random_state,
+        n_jobs=n_jobs,
         cosine=cosine,
         greedi_parts=greedi,
         kernel_source=kernel_source,
@@ -600,9 +568,11 @@ __all__ = [
     "OPTIMIZERS",
     "STOP_IF_ZERO_GAIN_DEFAULT",
     "STOP_REASONS",
-    "SelectionPlan",
     "SelectionResult",
-    "estimate_selection",
+    "auto_mode",
+    "check_choice",
+    "fmt_bytes",
     "resolve_budget",
+    "resolve_n_jobs",
     "select",
 ]

@@ -281,7 +281,7 @@ def select_partitioned(
         part_mode = "dense"
     elif mode == "auto" or mode == "dense":
         part_mode = "sparse"  # what the local partition-and-merge does with embeddings
-    opts = dict(options, seed=seed, knn=knn, mode=part_mode)
+    opts = dict(options, random_state=seed, knn=knn, mode=part_mode)
     cluster = settings.connect()
     n_parts = parts if parts is not None else default_shards(settings, cluster.cpus)
     cut, local_budget = _core.greedi_plan(n, n_parts, seed, count, local_factor)
