@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 from nncift import PairwiseScorer
 from nncift.cli.main import cli
-from nncift.weights import write_network
+from nncift.weights import NetworkWeights, write_network
 
 D = 8
 
@@ -32,12 +32,14 @@ def _net(path: Path, *, kind: str = "pairwise", d: int = D, model: str = "test-m
     ]
     write_network(
         path,
-        layers,
-        kind=kind,
-        input_layout="pointwise" if kind == "pointwise" else "paper",
-        embedding_dim=d,
-        embedding_model=model,
-        label_scale=2.0,
+        NetworkWeights(
+            layers,
+            kind=kind,
+            input_layout="pointwise" if kind == "pointwise" else "paper",
+            embedding_dim=d,
+            embedding_model=model,
+            label_scale=2.0,
+        ),
     )
     return path
 

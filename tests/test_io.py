@@ -73,7 +73,7 @@ def test_subsets_manifests_weights_and_labels_follow_the_umask(tmp_path: Path, u
     from nncift.influence.store import compute_labels
     from nncift.manifest import Manifest
     from nncift.pipeline import write_records
-    from nncift.weights import write_network
+    from nncift.weights import NetworkWeights, write_network
 
     want_file, want_dir = 0o666 & ~umask, 0o777 & ~umask
     recs = [{"prompt": "p", "response": "r", "n": 1}]
@@ -86,11 +86,16 @@ def test_subsets_manifests_weights_and_labels_follow_the_umask(tmp_path: Path, u
     d = 4
     write_network(
         tmp_path / "net.safetensors",
-        [(rng.normal(size=(3, 2 * d + 1)), np.zeros(3)), (rng.normal(size=(1, 3)), np.zeros(1))],
-        kind="pairwise",
-        input_layout="paper",
-        embedding_dim=d,
-        embedding_model="test",
+        NetworkWeights(
+            [
+                (rng.normal(size=(3, 2 * d + 1)), np.zeros(3)),
+                (rng.normal(size=(1, 3)), np.zeros(1)),
+            ],
+            kind="pairwise",
+            input_layout="paper",
+            embedding_dim=d,
+            embedding_model="test",
+        ),
     )
     assert _mode(tmp_path / "net.safetensors") == want_file
     emb = rng.normal(size=(6, 8)).astype(np.float32)

@@ -237,7 +237,7 @@ def test_version_mismatch_names_the_node_and_packages() -> None:
 
 
 def _net_file(path: Path, d: int = 8, kind: str = "pairwise") -> Path:
-    from nncift.weights import write_network
+    from nncift.weights import NetworkWeights, write_network
 
     rng = np.random.default_rng(0)
     in0 = d if kind == "pointwise" else 2 * d + 1
@@ -245,10 +245,10 @@ def _net_file(path: Path, d: int = 8, kind: str = "pairwise") -> Path:
         (rng.standard_normal((16, in0)).astype(np.float32) * 0.3, rng.standard_normal(16)),
         (rng.standard_normal((1, 16)).astype(np.float32), np.zeros(1, np.float32)),
     ]
-    write_network(
-        path, layers, kind=kind, input_layout="pointwise" if kind == "pointwise" else "paper",
+    write_network(path, NetworkWeights(
+        layers, kind=kind, input_layout="pointwise" if kind == "pointwise" else "paper",
         embedding_dim=d, embedding_model="test-model", label_scale=2.0,
-    )  # fmt: skip
+    ))  # fmt: skip
     return path
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from nncift import NnciftError, PairwiseScorer
-from nncift.weights import WeightFileError, read_network, write_network
+from nncift.weights import NetworkWeights, WeightFileError, read_network, write_network
 from safetensors.numpy import load_file, save_file
 
 D = 6
@@ -42,7 +42,7 @@ def _write_good(path: Path, **kw: object) -> None:
         label_name="delift-se",
     )
     args.update(kw)
-    write_network(path, _layers(rng, 2 * D + 1, [5]), **args)
+    write_network(path, NetworkWeights(_layers(rng, 2 * D + 1, [5]), **args))
 
 
 def test_round_trip_python_and_rust(tmp_path: Path) -> None:
@@ -52,17 +52,19 @@ def test_round_trip_python_and_rust(tmp_path: Path) -> None:
     path = tmp_path / "net.safetensors"
     write_network(
         path,
-        layers,
-        kind="pairwise",
-        input_layout="paper",
-        embedding_dim=D,
-        embedding_model="m",
-        label_scale=0.25,
-        label_offset=1.5,
-        cosine_weight=0.5,
-        bilinear=(u, v),
-        label_name="less",
-        extra_metadata={"trained_on": "x"},
+        NetworkWeights(
+            layers,
+            kind="pairwise",
+            input_layout="paper",
+            embedding_dim=D,
+            embedding_model="m",
+            label_scale=0.25,
+            label_offset=1.5,
+            cosine_weight=0.5,
+            bilinear=(u, v),
+            label_name="less",
+            extra_metadata={"trained_on": "x"},
+        ),
     )
     net = read_network(path)
     assert net.hidden_sizes == [7, 3]
@@ -92,35 +94,44 @@ def test_write_refuses_inconsistent_networks(tmp_path: Path) -> None:
     with pytest.raises(WeightFileError, match="input columns"):
         write_network(
             p,
-            _layers(rng, 2 * D, [4]),
-            kind="pairwise",
-            input_layout="paper",
-            embedding_dim=D,
-            embedding_model="m",
+            NetworkWeights(
+                _layers(rng, 2 * D, [4]),
+                kind="pairwise",
+                input_layout="paper",
+                embedding_dim=D,
+                embedding_model="m",
+            ),
         )
     with pytest.raises(WeightFileError, match="does not agree"):
         write_network(
             p,
-            _layers(rng, D, [4]),
-            kind="pairwise",
-            input_layout="pointwise",
-            embedding_dim=D,
-            embedding_model="m",
+            NetworkWeights(
+                _layers(rng, D, [4]),
+                kind="pairwise",
+                input_layout="pointwise",
+                embedding_dim=D,
+                embedding_model="m",
+            ),
         )
     bad = _layers(rng, 2 * D + 1, [4])
     bad[0][0][0, 0] = np.nan
     with pytest.raises(WeightFileError, match="NaN"):
         write_network(
-            p, bad, kind="pairwise", input_layout="paper", embedding_dim=D, embedding_model="m"
+            p,
+            NetworkWeights(
+                bad, kind="pairwise", input_layout="paper", embedding_dim=D, embedding_model="m"
+            ),
         )
     with pytest.raises(WeightFileError, match="1 to 5"):
         write_network(
             p,
-            _layers(rng, 2 * D + 1, [2, 2, 2, 2, 2]),
-            kind="pairwise",
-            input_layout="paper",
-            embedding_dim=D,
-            embedding_model="m",
+            NetworkWeights(
+                _layers(rng, 2 * D + 1, [2, 2, 2, 2, 2]),
+                kind="pairwise",
+                input_layout="paper",
+                embedding_dim=D,
+                embedding_model="m",
+            ),
         )
     assert not p.exists()  # nothing half-written
 
@@ -204,3 +215,52 @@ def test_corrupt_and_truncated_files(tmp_path: Path) -> None:
         PairwiseScorer.load(tmp_path / "missing.safetensors")
     with pytest.raises(WeightFileError, match="no such"):
         read_network(tmp_path / "missing.safetensors")
+
+
+def test_network_weights_is_the_one_carrier(tmp_path: Path) -> None:
+    """Built in memory, the network scores like its file does, and a bad one is refused by
+    the Rust validator with the same message whichever way it comes in."""
+    rng = np.random.default_rng(5)
+    net = NetworkWeights(
+        _layers(rng, 2 * D + 1, [4]),
+        kind="pairwise",
+        input_layout="paper",
+        embedding_dim=D,
+        embedding_model="m",
+        extra_metadata={"trained_on": "x"},
+    )
+    path = tmp_path / "net.safetensors"
+    write_network(path, net)
+    rows = rng.standard_normal((5, D)).astype(np.float32)
+    from_file = PairwiseScorer.load(path)
+    in_memory = PairwiseScorer.from_network(net)
+    np.testing.assert_array_equal(from_file.score(rows, rows), in_memory.score(rows, rows))
+    assert in_memory.metadata["trained_on"] == "x"
+    assert read_network(path).extra_metadata == {"trained_on": "x"}
+    with pytest.raises(WeightFileError, match="may not set format keys"):
+        NetworkWeights(
+            net.layers,
+            kind="pairwise",
+            input_layout="paper",
+            embedding_dim=D,
+            embedding_model="m",
+            extra_metadata={"kind": "pointwise"},
+        )
+    with pytest.raises(WeightFileError, match="^invalid InfluenceNetwork weights: kind must be"):
+        NetworkWeights(
+            net.layers, kind="pairs", input_layout="paper", embedding_dim=D, embedding_model="m"
+        )
+
+
+def test_errors_pickle_across_processes() -> None:
+    """Ray workers send errors to the driver by pickle: the Rust exception class is found
+    under `nncift._core`, and the Python subclasses keep their type and message."""
+    import pickle
+
+    assert NnciftError.__module__ == "nncift._core"
+    with pytest.raises(NnciftError) as info:
+        PairwiseScorer.load("/nonexistent/net.safetensors")
+    for err in (info.value, WeightFileError("bad file"), NnciftError("boom")):
+        back = pickle.loads(pickle.dumps(err))
+        assert type(back) is type(err)
+        assert str(back) == str(err)

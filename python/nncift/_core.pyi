@@ -1,34 +1,46 @@
 # Type stub for the Rust extension nncift._core. Keep in sync with rust/nncift-py/src.
 
+from typing import Any, final
+
 import numpy as _np
 import numpy.typing as _npt
+
+from nncift.weights import NetworkWeights
+
+__all__ = [
+    "NnciftError",
+    "Scorer",
+    "ScorerKernel",
+    "__version__",
+    "check_network",
+    "greedi_plan",
+    "read_network",
+    "select_core",
+    "tie_ranks",
+]
 
 __version__: str
 
 class NnciftError(Exception): ...
 
+# --- weight format (rust/nncift-py/src/weights.rs) ---
+
+def check_network(net: NetworkWeights) -> None:
+    """Validate with the core's validator; ValueError naming the broken rule."""
+    ...
+
+def read_network(path: str) -> dict[str, Any]:
+    """Read and validate a weight file; the `NetworkWeights` fields as a dict."""
+    ...
+
 # --- scorer (rust/nncift-py/src/scorer.rs) ---
 
+@final
 class Scorer:
     @staticmethod
     def load(path: str) -> Scorer: ...
     @staticmethod
-    def from_arrays(
-        layers: list[tuple[_npt.NDArray[_np.float32], _npt.NDArray[_np.float32]]],
-        *,
-        kind: str,
-        input_layout: str,
-        embedding_dim: int,
-        embedding_model: str,
-        label_scale: float = 1.0,
-        label_offset: float = 0.0,
-        cosine_feature: bool = False,
-        cosine_weight: float | None = None,
-        bilinear_u: _npt.NDArray[_np.float32] | None = None,
-        bilinear_v: _npt.NDArray[_np.float32] | None = None,
-        label_name: str | None = None,
-        isa: str | None = None,
-    ) -> Scorer: ...
+    def from_network(net: NetworkWeights, *, isa: str | None = None) -> Scorer: ...
     def score(
         self, rows: _npt.NDArray[_np.float32], cols: _npt.NDArray[_np.float32], n_jobs: int = 0
     ) -> _npt.NDArray[_np.float32]: ...
@@ -75,6 +87,7 @@ class Scorer:
     depth: int
     isa: str
 
+@final
 class ScorerKernel:
     n_rows: int
     n_cols: int

@@ -18,13 +18,13 @@ reference the factorised path is tested against, and as the "materialised" side 
 from __future__ import annotations
 
 import os
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from nncift.errors import InputError
+from nncift.weights import NetworkWeights, read_network, write_network
 
 LAYOUTS = ("paper", "concat", "pointwise")
 # Guards the cosine against zero vectors; a zero embedding gets cosine 0 with everything.
@@ -254,19 +254,17 @@ class InfluenceNetwork(nn.Module):
         return out
 
     # -- export ------------------------------------------------------------------------------
-    def export(
+    def to_weights(
         self,
-        path: str | os.PathLike[str],
         *,
         embedding_model: str,
         label_scale: float = 1.0,
         label_offset: float = 0.0,
         label_name: str | None = None,
         extra_metadata: dict[str, str] | None = None,
-    ) -> None:
-        """Write the weight file of docs/weights.md (safetensors, float32) via `nncift.weights`."""
-        from nncift.weights import write_network
-
+    ) -> NetworkWeights:
+        """The validated `nncift.weights.NetworkWeights` of this network (float32 copies),
+        for `nncift.weights.write_network` or `nncift.PairwiseScorer.from_network`."""
         layers = [
             (
                 np.ascontiguousarray(self.linear(k).weight.detach().cpu().numpy(), np.float32),
@@ -281,8 +279,7 @@ class InfluenceNetwork(nn.Module):
                 np.ascontiguousarray(self.bilinear_v.detach().cpu().numpy(), dtype=np.float32),
             )
         meta = dict(extra_metadata or {})
-        write_network(
-            path,
+        return NetworkWeights(
             layers,
             kind=self.kind,
             input_layout=self.input_layout,
@@ -297,20 +294,38 @@ class InfluenceNetwork(nn.Module):
             extra_metadata=meta,
         )
 
+    def export(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        embedding_model: str,
+        label_scale: float = 1.0,
+        label_offset: float = 0.0,
+        label_name: str | None = None,
+        extra_metadata: dict[str, str] | None = None,
+    ) -> None:
+        """Write the weight file of docs/weights.md (safetensors, float32) via `nncift.weights`."""
+        net = self.to_weights(
+            embedding_model=embedding_model,
+            label_scale=label_scale,
+            label_offset=label_offset,
+            label_name=label_name,
+            extra_metadata=extra_metadata,
+        )
+        write_network(path, net)
+
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> tuple[InfluenceNetwork, Any]:
+    def load(cls, path: str | os.PathLike[str]) -> tuple[InfluenceNetwork, NetworkWeights]:
         """Read a weight file into a torch network; returns (network, NetworkWeights).
 
         The file is validated by `nncift.weights.read_network`. Used for on-GPU prediction;
         the Rust scorer is the fast CPU path.
         """
-        from nncift.weights import read_network
-
         w = read_network(path)
         return cls.from_weights(w), w
 
     @classmethod
-    def from_weights(cls, w: Any) -> InfluenceNetwork:
+    def from_weights(cls, w: NetworkWeights) -> InfluenceNetwork:
         """Build a torch network from validated `nncift.weights.NetworkWeights`."""
         net = cls(
             w.embedding_dim,

@@ -28,6 +28,7 @@ import numpy as np
 from nncift import _core
 from nncift._core import ScorerKernel
 from nncift.errors import InputError
+from nncift.weights import NetworkWeights
 
 AGGREGATES = ("mean", "max", "mean-max")
 
@@ -65,8 +66,8 @@ def _group_ids(groups: Any, n_cols: int) -> np.ndarray:
 class PairwiseScorer:
     """A validated InfluenceNetwork, ready to score (thread-safe, immutable).
 
-    Build with `PairwiseScorer.load(path)` or `PairwiseScorer.from_arrays(...)` (or
-    `from_network(NetworkWeights)`); never call the constructor with a raw core object
+    Build with `PairwiseScorer.load(path)` or `PairwiseScorer.from_network(NetworkWeights)`
+    (or the shorthand `from_arrays(...)`); never call the constructor with a raw core object
     unless you built it yourself.
     """
 
@@ -84,76 +85,41 @@ class PairwiseScorer:
         return cls(_core.Scorer.load(os.fspath(path)))
 
     @classmethod
+    def from_network(cls, net: NetworkWeights, *, isa: str | None = None) -> PairwiseScorer:
+        """From a validated `nncift.weights.NetworkWeights` (no file needed).
+
+        `isa` ("avx512" / "avx2" / "generic") forces a kernel, for testing; default: the best
+        this CPU has.
+        """
+        return cls(_core.Scorer.from_network(net, isa=isa))
+
+    @classmethod
     def from_arrays(
         cls,
         layers: list[tuple[np.ndarray, np.ndarray]],
         *,
+        embedding_dim: int,
         kind: str = "pairwise",
         input_layout: str = "paper",
-        embedding_dim: int,
         embedding_model: str = "",
-        label_scale: float = 1.0,
-        label_offset: float = 0.0,
-        cosine_feature: bool = False,
-        cosine_weight: float | None = None,
-        bilinear: tuple[np.ndarray, np.ndarray] | None = None,
-        label_name: str | None = None,
         isa: str | None = None,
+        **fields: Any,
     ) -> PairwiseScorer:
         """Build from in-memory weights: `layers` = [(W_k (out, in), b_k (out,)), ...] in torch
-        `nn.Linear` layout (converted to float32). Same validation as a file (ValueError).
-        `isa` ("avx512" / "avx2" / "generic") forces a kernel, for testing; default: the best
-        this CPU has.
+        `nn.Linear` layout (converted to float32); `fields` are the other `NetworkWeights`
+        fields (label_scale, cosine_weight, bilinear, ...). A bad network raises
+        WeightFileError (a ValueError). Shorthand for
+        `from_network(NetworkWeights(layers, ...), isa=isa)`.
         """
-        conv = []
-        for k, (w, b) in enumerate(layers):
-            w32 = np.ascontiguousarray(np.asarray(w, dtype=np.float32))
-            b32 = np.ascontiguousarray(np.asarray(b, dtype=np.float32))
-            if w32.ndim != 2 or b32.ndim != 1:
-                raise ValueError(
-                    f"layers[{k}]: weight must be 2-D and bias 1-D, got {w32.shape}, {b32.shape}"
-                )
-            conv.append((w32, b32))
-        u = v = None
-        if bilinear is not None:
-            u = np.ascontiguousarray(np.asarray(bilinear[0], dtype=np.float32))
-            v = np.ascontiguousarray(np.asarray(bilinear[1], dtype=np.float32))
-            if u.ndim != 2 or v.ndim != 2:
-                raise ValueError("bilinear U and V must be 2-D (r, d) arrays")
-        return cls(
-            _core.Scorer.from_arrays(
-                conv,
-                kind=kind,
-                input_layout=input_layout,
-                embedding_dim=int(embedding_dim),
-                embedding_model=embedding_model,
-                label_scale=float(label_scale),
-                label_offset=float(label_offset),
-                cosine_feature=bool(cosine_feature),
-                cosine_weight=None if cosine_weight is None else float(cosine_weight),
-                bilinear_u=u,
-                bilinear_v=v,
-                label_name=label_name,
-                isa=isa,
-            )
+        net = NetworkWeights(
+            layers,
+            kind=kind,
+            input_layout=input_layout,
+            embedding_dim=embedding_dim,
+            embedding_model=embedding_model,
+            **fields,
         )
-
-    @classmethod
-    def from_network(cls, net: Any) -> PairwiseScorer:
-        """From a `nncift.weights.NetworkWeights` (already validated in Python)."""
-        return cls.from_arrays(
-            net.layers,
-            kind=net.kind,
-            input_layout=net.input_layout,
-            embedding_dim=net.embedding_dim,
-            embedding_model=net.embedding_model,
-            label_scale=net.label_scale,
-            label_offset=net.label_offset,
-            cosine_feature=net.cosine_feature,
-            cosine_weight=net.cosine_weight,
-            bilinear=net.bilinear,
-            label_name=net.label_name,
-        )
+        return cls.from_network(net, isa=isa)
 
     # ----------------------------------------------------------------- metadata
     @property

@@ -22,4 +22,17 @@ pub enum CoreError {
     Runtime(String),
 }
 
+impl CoreError {
+    /// The message without its kind prefix (for callers that re-wrap it).
+    pub fn message(&self) -> &str {
+        match self {
+            CoreError::Shape(m)
+            | CoreError::Value(m)
+            | CoreError::Format(m)
+            | CoreError::Memory(m)
+            | CoreError::Runtime(m) => m,
+        }
+    }
+}
+
 pub type CoreResult<T> = Result<T, CoreError>;

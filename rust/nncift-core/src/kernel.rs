@@ -4,7 +4,9 @@
 //! A provider computes `K[row, col]` on request, so a consumer can work on a pool
 //! whose full matrix would never fit in memory.
 
-use crate::error::CoreResult;
+use ndarray::Array2;
+
+use crate::error::{CoreError, CoreResult};
 
 /// A source of pairwise values `K[row, col]` (rows = pool items; columns = target
 /// items, or pool items for a pool x pool kernel), computed or looked up on request.
@@ -25,4 +27,22 @@ pub trait PairwiseSource: Sync {
         let cols: Vec<usize> = (0..self.n_cols()).collect();
         self.block(&[row], &cols, out)
     }
+}
+
+/// `K[rows][:, cols]` of `source` as an owned `(rows.len(), cols.len())` array; a block
+/// that cannot fit in memory is refused before allocating.
+pub fn block_array<S: PairwiseSource + ?Sized>(
+    source: &S,
+    rows: &[usize],
+    cols: &[usize],
+) -> CoreResult<Array2<f32>> {
+    let n = rows
+        .len()
+        .checked_mul(cols.len())
+        .ok_or_else(|| CoreError::Memory("block too large".into()))?;
+    crate::scorer::check_dense_fits(rows.len(), cols.len())?;
+    let mut buf = vec![0f32; n];
+    source.block(rows, cols, &mut buf)?;
+    Array2::from_shape_vec((rows.len(), cols.len()), buf)
+        .map_err(|e| CoreError::Runtime(e.to_string()))
 }

@@ -236,3 +236,26 @@ fn non_f32_tensors_are_refused() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn extra_metadata_is_kept_apart_from_the_format_keys() {
+    let mut meta = good_meta();
+    meta.push(("hidden_sizes", "[4]"));
+    meta.push(("trained_on", "x"));
+    let net = load(&good_tensors(), &meta).expect("valid file");
+    let extra = net.extra_metadata();
+    assert_eq!(extra.len(), 1);
+    assert_eq!(extra.get("trained_on").map(String::as_str), Some("x"));
+
+    let more = [("variant".to_string(), "paper".to_string())].into();
+    let net = net.with_extra_metadata(more).expect("free-form key");
+    assert_eq!(
+        net.metadata().get("variant").map(String::as_str),
+        Some("paper")
+    );
+    let clash = [("kind".to_string(), "pointwise".to_string())].into();
+    match net.with_extra_metadata(clash) {
+        Err(CoreError::Format(msg)) => assert!(msg.contains("format keys"), "{msg}"),
+        other => panic!("a format key as extra metadata was accepted: {other:?}"),
+    }
+}

@@ -3,14 +3,17 @@
 
 pub mod scorer;
 mod select;
+mod weights;
 
 use nncift_core::CoreError;
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
 
+// Qualified with the package so that `NnciftError.__module__ == "nncift._core"`: pickle
+// finds the class by that name (Ray workers send errors across processes).
 create_exception!(
-    _core,
+    nncift._core,
     NnciftError,
     PyException,
     "Base error of nncift for failures that are not a bad argument value."
@@ -30,5 +33,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("NnciftError", m.py().get_type::<NnciftError>())?;
     scorer::register(m)?;
     select::register(m)?;
+    weights::register(m)?;
     Ok(())
 }

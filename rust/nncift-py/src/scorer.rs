@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use ndarray::{Array1, Array2, ArrayView2};
+use ndarray::{Array2, ArrayView2};
 use numpy::{
     IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2, PyReadwriteArray2,
     PyUntypedArrayMethods,
@@ -16,12 +16,14 @@ use numpy::{
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
-use nncift_core::scorer::{
-    Aggregate, BoundScorer, Kind, Layout, NetworkMeta, NetworkWeights, Scorer,
-};
-use nncift_core::{CoreError, PairwiseSource};
+use nncift_core::kernel::block_array;
+use nncift_core::scorer::kernel::Isa;
+use nncift_core::scorer::{Aggregate, BoundScorer, NetworkWeights, Scorer};
+use nncift_core::select::non_negative;
+use nncift_core::PairwiseSource;
 
 use crate::to_py_err;
+use crate::weights::{format_err, PyNetwork};
 
 /// A C-contiguous float32 view, or a ValueError naming the argument (the Python layer
 /// converts float64 / strided input before calling, so this only guards direct callers).
@@ -35,14 +37,10 @@ fn view<'a>(a: &'a PyReadonlyArray2<'_, f32>, name: &str) -> PyResult<ArrayView2
 }
 
 fn indices(a: &PyReadonlyArray1<'_, i64>, name: &str) -> PyResult<Vec<usize>> {
-    a.as_array()
-        .iter()
-        .map(|&v| {
-            usize::try_from(v).map_err(|_| {
-                PyValueError::new_err(format!("{name} contains a negative index ({v})"))
-            })
-        })
-        .collect()
+    non_negative(a.as_array().iter().copied(), |v| {
+        format!("{name} contains a negative index ({v})")
+    })
+    .map_err(to_py_err)
 }
 
 /// Validated InfluenceNetwork weights, ready to score (immutable, shareable across threads).
@@ -65,64 +63,14 @@ impl PyScorer {
         })
     }
 
-    /// Build from in-memory arrays: `layers` = [(W (out, in) float32, b (out,) float32)];
-    /// the same checks as a file load (a bad network raises ValueError here).
+    /// Build from a validated `nncift.weights.NetworkWeights` (checked again here, so a
+    /// bad network raises ValueError). `isa` forces a kernel ("avx512", "avx2",
+    /// "generic"), for tests; default: the best this CPU has.
     #[staticmethod]
-    #[pyo3(signature = (layers, *, kind, input_layout, embedding_dim, embedding_model,
-        label_scale=1.0, label_offset=0.0, cosine_feature=false, cosine_weight=None,
-        bilinear_u=None, bilinear_v=None, label_name=None, isa=None))]
-    #[allow(clippy::too_many_arguments)]
-    fn from_arrays(
-        layers: Vec<(PyReadonlyArray2<'_, f32>, PyReadonlyArray1<'_, f32>)>,
-        kind: &str,
-        input_layout: &str,
-        embedding_dim: usize,
-        embedding_model: String,
-        label_scale: f64,
-        label_offset: f64,
-        cosine_feature: bool,
-        cosine_weight: Option<f32>,
-        bilinear_u: Option<PyReadonlyArray2<'_, f32>>,
-        bilinear_v: Option<PyReadonlyArray2<'_, f32>>,
-        label_name: Option<String>,
-        isa: Option<&str>,
-    ) -> PyResult<Self> {
-        let as_value = |e: CoreError| PyValueError::new_err(e.to_string());
-        let layers: Vec<(Array2<f32>, Array1<f32>)> = layers
-            .iter()
-            .map(|(w, b)| (w.as_array().to_owned(), b.as_array().to_owned()))
-            .collect();
-        let bilinear = match (bilinear_u, bilinear_v) {
-            (None, None) => None,
-            (Some(u), Some(v)) => Some((u.as_array().to_owned(), v.as_array().to_owned())),
-            _ => {
-                return Err(PyValueError::new_err(
-                    "bilinear_u and bilinear_v go together",
-                ))
-            }
-        };
-        let meta = NetworkMeta {
-            kind: Kind::parse(kind).map_err(as_value)?,
-            layout: Layout::parse(input_layout).map_err(as_value)?,
-            cosine_feature,
-            embedding_dim,
-            embedding_model,
-            label_scale,
-            label_offset,
-            label_name,
-        };
-        let net = NetworkWeights::new(layers, cosine_weight, bilinear, meta).map_err(as_value)?;
-        let isa = match isa {
-            None => nncift_core::scorer::kernel::Isa::detect(),
-            Some("avx512") => nncift_core::scorer::kernel::Isa::Avx512,
-            Some("avx2") => nncift_core::scorer::kernel::Isa::Avx2,
-            Some("generic") => nncift_core::scorer::kernel::Isa::Generic,
-            Some(other) => {
-                return Err(PyValueError::new_err(format!(
-                    "isa must be 'avx512', 'avx2' or 'generic', got {other:?}"
-                )))
-            }
-        };
+    #[pyo3(signature = (net, *, isa=None))]
+    fn from_network(net: PyNetwork<'_>, isa: Option<&str>) -> PyResult<Self> {
+        let isa = Isa::from_name(isa).map_err(to_py_err)?;
+        let net = net.into_core().map_err(format_err)?;
         Ok(PyScorer {
             inner: Arc::new(Scorer::with_isa(net, isa)),
         })
@@ -363,17 +311,7 @@ impl PyScorerKernel {
         let (r, c) = (indices(&rows, "rows")?, indices(&cols, "cols")?);
         let inner = &self.inner;
         let out = py
-            .detach(|| -> Result<Array2<f32>, CoreError> {
-                let n = r
-                    .len()
-                    .checked_mul(c.len())
-                    .ok_or_else(|| CoreError::Memory("block too large".into()))?;
-                nncift_core::scorer::check_dense_fits(r.len(), c.len())?;
-                let mut buf = vec![0f32; n];
-                inner.block(&r, &c, &mut buf)?;
-                Array2::from_shape_vec((r.len(), c.len()), buf)
-                    .map_err(|e| CoreError::Runtime(e.to_string()))
-            })
+            .detach(|| block_array(inner.as_ref(), &r, &c))
             .map_err(to_py_err)?;
         Ok(out.into_pyarray(py))
     }

@@ -6,8 +6,8 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
 use nncift_core::select::{
-    self, CosineTransform, Greedi, KernelSpec, Mode, Optimizer, Request, RunConfig, SetFunction,
-    SharedSource,
+    self, non_negative, CosineTransform, FunctionParams, Greedi, KernelSpec, Mode, Optimizer,
+    Request, RunConfig, SetFunction, SharedSource,
 };
 
 use crate::scorer::PyScorerKernel;
@@ -41,31 +41,6 @@ fn extract_source(obj: &Bound<'_, PyAny>) -> PyResult<SharedSource> {
         "kernel_source must be an nncift ScorerKernel (from Scorer.bind(rows, cols)); got {}",
         obj.get_type().name()?
     )))
-}
-
-fn side_spec<'a>(
-    kernel: Option<ndarray::ArrayView2<'a, f32>>,
-    emb: Option<ndarray::ArrayView2<'a, f32>>,
-    pool: Option<ndarray::ArrayView2<'a, f32>>,
-    transform: CosineTransform,
-    what: &str,
-) -> PyResult<Option<KernelSpec<'a>>> {
-    match (kernel, emb) {
-        (Some(k), _) => Ok(Some(KernelSpec::Dense(k))),
-        (None, Some(e)) => {
-            let rows = pool.ok_or_else(|| {
-                PyValueError::new_err(format!(
-                    "{what}_embeddings need the pool's embeddings as well"
-                ))
-            })?;
-            Ok(Some(KernelSpec::Embeddings {
-                rows,
-                cols: Some(e),
-                transform,
-            }))
-        }
-        (None, None) => Ok(None),
-    }
 }
 
 /// Run one selection; see `nncift.selection.select` for the documented API.
@@ -128,103 +103,56 @@ pub fn select_core<'py>(
     u64,
     Option<&'static str>,
 )> {
-    let function = match objective {
-        "fl" => SetFunction::FacilityLocation,
-        "flmi" => SetFunction::Flmi { eta },
-        "flcg" => SetFunction::Flcg { nu },
-        "graph-cut" => SetFunction::GraphCut { lambda: lambda_ },
-        "disparity-sum" => SetFunction::DisparitySum,
-        "disparity-min" => SetFunction::DisparityMin,
-        "topk" => SetFunction::Modular,
-        other => {
-            return Err(PyValueError::new_err(format!(
-                "unknown objective {other:?}"
-            )))
-        }
+    let params = FunctionParams {
+        eta,
+        nu,
+        lambda: lambda_,
     };
-    let optimizer = match optimizer {
-        "naive" => Optimizer::Naive,
-        "lazy" => Optimizer::Lazy,
-        "stochastic" => Optimizer::Stochastic { epsilon },
-        "lazier-than-lazy" => Optimizer::LazierThanLazy { epsilon },
-        other => {
-            return Err(PyValueError::new_err(format!(
-                "unknown optimizer {other:?}"
-            )))
-        }
-    };
-    let mode = match mode {
-        "dense" => Mode::Dense,
-        "sparse" => Mode::Sparse { k: knn },
-        "onthefly" => Mode::OnTheFly,
-        other => return Err(PyValueError::new_err(format!("unknown mode {other:?}"))),
-    };
-    let transform = match cosine {
-        "clip" => CosineTransform::Clip,
-        "shift" => CosineTransform::Shift,
-        "raw" => CosineTransform::Raw,
-        other => {
-            return Err(PyValueError::new_err(format!(
-                "unknown cosine transform {other:?}"
-            )))
-        }
-    };
+    let function = SetFunction::from_name(objective, params).map_err(to_py_err)?;
+    let optimizer = Optimizer::from_name(optimizer, epsilon).map_err(to_py_err)?;
+    let mode = Mode::from_name(mode, knn).map_err(to_py_err)?;
+    let transform = CosineTransform::from_name(cosine).map_err(to_py_err)?;
     let kernel_v = contiguous(&kernel, "kernel")?;
     let emb_v = contiguous(&embeddings, "embeddings")?;
     let rep_v = contiguous(&represented_embeddings, "represented_embeddings")?;
     let source = kernel_source.as_ref().map(extract_source).transpose()?;
-    let main = match (kernel_v, emb_v, source) {
-        (Some(k), _, _) => Some(KernelSpec::Dense(k)),
-        (None, _, Some(s)) => Some(KernelSpec::Source(s)),
-        (None, Some(e), None) => Some(KernelSpec::Embeddings {
-            rows: e,
-            cols: rep_v,
-            transform,
-        }),
-        (None, None, None) => None,
-    };
-    let query = side_spec(
+    let main = KernelSpec::main(kernel_v, emb_v, rep_v, source, transform);
+    let query = KernelSpec::side(
         contiguous(&query_kernel, "query_kernel")?,
         contiguous(&query_embeddings, "query_embeddings")?,
         emb_v,
         transform,
         "query",
-    )?;
-    let private = side_spec(
+    )
+    .map_err(to_py_err)?;
+    let private = KernelSpec::side(
         contiguous(&private_kernel, "private_kernel")?,
         contiguous(&private_embeddings, "private_embeddings")?,
         emb_v,
         transform,
         "private",
-    )?;
+    )
+    .map_err(to_py_err)?;
     let quality = scores
         .as_ref()
         .map(|s| (s.as_array().to_vec(), quality_weight));
     let costs_v = costs.as_ref().map(|c| c.as_array().to_vec());
-    let mut initial_v = Vec::new();
-    if let Some(ini) = &initial {
-        for &i in ini.as_array().iter() {
-            if i < 0 {
-                return Err(PyValueError::new_err(format!(
-                    "initial index {i} is negative"
-                )));
-            }
-            initial_v.push(i as usize);
-        }
-    }
-    let ranks_v = match &tie_ranks {
-        None => None,
-        Some(r) => {
-            let mut v = Vec::with_capacity(r.as_array().len());
-            for &x in r.as_array().iter() {
-                if x < 0 {
-                    return Err(PyValueError::new_err(format!("tie rank {x} is negative")));
-                }
-                v.push(x as u64);
-            }
-            Some(v)
-        }
+    let initial_v: Vec<usize> = match &initial {
+        None => Vec::new(),
+        Some(ini) => non_negative(ini.as_array().iter().copied(), |i| {
+            format!("initial index {i} is negative")
+        })
+        .map_err(to_py_err)?,
     };
+    let ranks_v: Option<Vec<u64>> = tie_ranks
+        .as_ref()
+        .map(|r| {
+            non_negative(r.as_array().iter().copied(), |x| {
+                format!("tie rank {x} is negative")
+            })
+        })
+        .transpose()
+        .map_err(to_py_err)?;
     let greedi = (greedi_parts > 0).then_some(Greedi {
         parts: greedi_parts,
         local_factor: greedi_local_factor,
@@ -244,11 +172,10 @@ pub fn select_core<'py>(
             cost_budget,
             stop_if_zero_gain,
             stop_if_negative_gain,
-            zero_tol: 1e-5,
             initial: initial_v,
             seed,
             tie_ranks: ranks_v,
-            exempt_first: false,
+            ..RunConfig::default()
         },
     };
     let out = py.detach(|| select::run(&req, n_jobs)).map_err(to_py_err)?;
@@ -290,13 +217,8 @@ pub fn greedi_plan<'py>(
     count: usize,
     local_factor: f64,
 ) -> PyResult<(Vec<Bound<'py, PyArray1<i64>>>, usize)> {
-    if parts == 0 || !(local_factor.is_finite() && local_factor > 0.0) {
-        return Err(PyValueError::new_err(
-            "greedi needs parts >= 1 and a positive local factor",
-        ));
-    }
-    let cut = select::greedi_partition(n, parts, seed);
-    let local = select::greedi_local_budget(count, parts.min(n.max(1)), local_factor);
+    let (cut, local) =
+        select::greedi_plan(n, parts, seed, count, local_factor).map_err(to_py_err)?;
     let arrays = cut
         .into_iter()
         .map(|p| {

@@ -11,6 +11,8 @@
 //! Every pair's sum runs over `h` in the same order whatever the tile, block or thread, so
 //! results do not depend on tiling or on the number of threads.
 
+use crate::error::{CoreError, CoreResult};
+
 /// The instruction set the kernels were compiled for, detected once per scorer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Isa {
@@ -58,6 +60,20 @@ impl Isa {
             Isa::Avx512 => "avx512",
             Isa::Avx2 => "avx2",
             Isa::Generic => "generic",
+        }
+    }
+
+    /// The instruction set named `name` ("avx512", "avx2", "generic"), or the best this
+    /// CPU has for `None` (forcing one is for tests and benchmarks).
+    pub fn from_name(name: Option<&str>) -> CoreResult<Isa> {
+        match name {
+            None => Ok(Isa::detect()),
+            Some("avx512") => Ok(Isa::Avx512),
+            Some("avx2") => Ok(Isa::Avx2),
+            Some("generic") => Ok(Isa::Generic),
+            Some(other) => Err(CoreError::Value(format!(
+                "isa must be 'avx512', 'avx2' or 'generic', got {other:?}"
+            ))),
         }
     }
 

@@ -4,8 +4,9 @@
 //! `layers.{k}.bias` `(out,)` float32 tensors of a ReLU MLP with 1 to 5 linear layers, the
 //! optional `output.cosine_weight` `(1,)` and `bilinear.u` / `bilinear.v` `(r, d)` tensors,
 //! and string metadata. Every rule of that document is checked here; a file that breaks
-//! one is a [`CoreError::Format`] naming the problem (the Python side mirrors these checks
-//! in `nncift.weights`).
+//! one is a [`CoreError::Format`] naming the problem. This is the only validator of the
+//! format: `nncift.weights` (Python) calls it through the binding for in-memory weights
+//! and reads files through it.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -21,6 +22,21 @@ pub const FORMAT: &str = "nncift-influence-network";
 pub const FORMAT_VERSION: u32 = 1;
 /// Most linear layers a network may have.
 pub const MAX_LAYERS: usize = 5;
+/// Metadata keys the format defines (and a writer sets); every other key is free-form
+/// extra metadata.
+pub const FORMAT_KEYS: [&str; 11] = [
+    "format",
+    "format_version",
+    "kind",
+    "input_layout",
+    "cosine_feature",
+    "embedding_dim",
+    "embedding_model",
+    "label_scale",
+    "label_offset",
+    "label_name",
+    "hidden_sizes",
+];
 
 /// `kind` metadata: one value per pair, or one per item.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,6 +188,32 @@ impl NetworkWeights {
         };
         net.validate()?;
         Ok(net)
+    }
+
+    /// Add free-form metadata (kept with the weights, written to the file by
+    /// `nncift.weights.write_network`); a key the format defines is refused.
+    pub fn with_extra_metadata(mut self, extra: BTreeMap<String, String>) -> CoreResult<Self> {
+        let clash: Vec<&str> = extra
+            .keys()
+            .map(String::as_str)
+            .filter(|k| FORMAT_KEYS.contains(k))
+            .collect();
+        if !clash.is_empty() {
+            return Err(fmt_err(format!(
+                "extra_metadata may not set format keys {clash:?}; use the arguments"
+            )));
+        }
+        self.metadata.extend(extra);
+        Ok(self)
+    }
+
+    /// The metadata keys the format does not define.
+    pub fn extra_metadata(&self) -> BTreeMap<String, String> {
+        self.metadata
+            .iter()
+            .filter(|(k, _)| !FORMAT_KEYS.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     }
 
     /// Read and validate a weight file.

@@ -1,5 +1,7 @@
 //! Submodular and greedy subset selection over large candidate pools.
 //!
+//! * [`config`]: the names, defaults and argument checks of a request (what
+//!   the Python binding passes through as strings and integers).
 //! * [`functions`]: FL (with a separate represented set), FLMI, FLCG, graph
 //!   cut, disparity-sum / -min, modular (top-k) and a modular quality term that
 //!   mixes into any of them.
@@ -18,6 +20,7 @@
 //! score; a run that returns fewer items than asked says why
 //! ([`Selection::stop`]).
 
+pub mod config;
 pub mod functions;
 pub mod kernels;
 pub mod optimizers;
@@ -30,6 +33,7 @@ use ndarray::{Array2, ArrayView2};
 use rand_xoshiro::rand_core::{RngCore, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
+pub use config::{non_negative, FunctionParams};
 pub use functions::{Extras, Problem, SetFunction};
 pub use kernels::{
     CosineSource, CosineTransform, DenseSource, KernelData, SharedSource, SparseKernel,
@@ -419,6 +423,25 @@ pub fn greedi_partition(n: usize, parts: usize, seed: u64) -> Vec<Vec<usize>> {
 /// Items each part keeps before the merge: `ceil(local_factor * count / parts)`, at least 1.
 pub fn greedi_local_budget(count: usize, parts: usize, local_factor: f64) -> usize {
     ((local_factor * count as f64 / parts.max(1) as f64).ceil() as usize).max(1)
+}
+
+/// What a distributed driver needs to run the parts of a local partition-and-merge:
+/// the parts [`greedi_partition`] cuts and the per-part budget for `count`.
+pub fn greedi_plan(
+    n: usize,
+    parts: usize,
+    seed: u64,
+    count: usize,
+    local_factor: f64,
+) -> CoreResult<(Vec<Vec<usize>>, usize)> {
+    if parts == 0 || !(local_factor.is_finite() && local_factor > 0.0) {
+        return Err(CoreError::Value(
+            "greedi needs parts >= 1 and a positive local factor".into(),
+        ));
+    }
+    let cut = greedi_partition(n, parts, seed);
+    let local = greedi_local_budget(count, parts.min(n.max(1)), local_factor);
+    Ok((cut, local))
 }
 
 fn run_greedi(req: &Request<'_>, g: Greedi) -> CoreResult<Outcome> {
