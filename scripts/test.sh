@@ -20,6 +20,8 @@ echo "== ruff / mypy"
 "$VENV/bin/ruff" check python tests benches
 "$VENV/bin/ruff" format --check python tests benches
 "$VENV/bin/mypy" python/nncift
+# The extension's stub against the built extension (names, signatures, final classes).
+"$VENV/bin/python" -m mypy.stubtest nncift._core
 
 echo "== pytest (against the installed wheel)"
 # Run from a folder outside the source tree so `import nncift` finds the installed wheel.
