@@ -4,10 +4,14 @@
 VENV ?= .venv
 OUT ?= out
 
-.PHONY: setup demo test bench clean
+.PHONY: setup dist demo test bench clean
 
 setup:
 	scripts/setup.sh $(VENV)
+
+# The portable manylinux2014 abi3 wheel and the sdist, into dist/.
+dist:
+	scripts/dist.sh $(VENV)
 
 demo: setup
 	HF_HUB_OFFLINE=1 $(VENV)/bin/nncift select --pool builtin:ifbench --method delift-se --budget 0.1 --out $(OUT)/ifbench-subset.jsonl

@@ -444,6 +444,9 @@ def _load_ifbench() -> list[dict[str, Any]]:
 
 
 def _load_chatterbot() -> list[dict[str, Any]]:
+    from nncift.extras import require
+
+    require("yaml", "chatterbot_corpus", purpose="builtin:chatterbot")
     import yaml
 
     root = _package_dir("chatterbot_corpus", "pip install chatterbot-corpus") / "data" / "english"

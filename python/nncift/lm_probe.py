@@ -389,6 +389,9 @@ def lm_shell(lm: str, *, device: str | None, dtype: str | None, max_length: int)
 
     Raises what `load_lm` raises when the model cannot be found (it is called to say so).
     """
+    from nncift.extras import require
+
+    require("torch", "transformers", purpose=f"planning with the language model {lm!r}", extra="lm")
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
