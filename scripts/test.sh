@@ -34,3 +34,10 @@ smoke=$(mktemp -d)
 test "$(wc -l < "$smoke/subset.jsonl")" -eq 6
 test -s "$smoke/subset.manifest.json"
 echo "smoke run ok"
+
+echo "== clean installs: the lean wheel (no torch) and the sdist (scripts/check_dist.sh)"
+if ! ls dist/nncift-*-abi3-*.whl dist/nncift-*.tar.gz >/dev/null 2>&1; then
+  echo "dist/ has no wheel and sdist: run 'make dist' (make test does it through setup)" >&2
+  exit 1
+fi
+scripts/check_dist.sh
