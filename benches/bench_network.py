@@ -66,9 +66,9 @@ D = 384
 # ---------------------------------------------------------------------------------------
 def _one_speed(mode: str, m: int, u: float, steps: int) -> dict[str, Any]:
     import torch
-    from nncift.estimator import _Adam
     from nncift.network import InfluenceNetwork
     from nncift.split import u_split
+    from nncift.training import _Adam
 
     torch.manual_seed(0)
     rng = np.random.default_rng(0)

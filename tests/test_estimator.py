@@ -386,7 +386,7 @@ def test_auto_rank_rule_can_differ_from_the_mse_rule(data) -> None:
 
 def test_choice_score_is_computed_on_the_selection_half(data) -> None:
     import torch
-    from nncift.estimator import _spearman
+    from nncift.model_selection import _spearman
 
     rows, cols = data
     lab = _additive(rows[:40], cols[:30]) + 0.3 * (rows[:40] @ cols[:30].T)
@@ -438,3 +438,44 @@ def test_step_budget_epochs_cap_and_reported_steps(data) -> None:
         EstimatorSettings(max_steps=-1)
     with pytest.raises(InputError, match="eval_every"):
         EstimatorSettings(eval_every=0)
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 1e-2])
+def test_hand_written_adam_equals_torch_optim_step_by_step(weight_decay) -> None:
+    # nncift.training._Adam exists only to skip torch.optim's start-up cost (it imports
+    # torch._dynamo); it must be the same update as torch.optim.Adam / AdamW.
+    import torch
+    from nncift.network import InfluenceNetwork
+    from nncift.training import _Adam
+
+    torch.manual_seed(0)
+    ours = InfluenceNetwork(D, hidden_sizes=(12,))  # the paper layout: a grad-less column
+    ref = InfluenceNetwork(D, hidden_sizes=(12,))
+    ref.load_state_dict(ours.state_dict())
+    start = [p.detach().clone() for p in ours.parameters()]
+    lr = 1e-2
+    opt_a = _Adam([p for p in ours.parameters()], lr=lr, weight_decay=weight_decay)
+    opt_b = (
+        torch.optim.AdamW(ref.parameters(), lr=lr, weight_decay=weight_decay)
+        if weight_decay
+        else torch.optim.Adam(ref.parameters(), lr=lr)
+    )
+    e = torch.from_numpy(_unit(20, 5))
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(50):
+        i = torch.randint(0, 20, (16,), generator=gen)
+        j = torch.randint(0, 20, (16,), generator=gen)
+        y = (e[i] * e[j]).sum(1)
+        for net, opt in ((ours, opt_a), (ref, opt_b)):
+            loss = torch.mean((net.forward_pairs(e, e, i, j) - y) ** 2)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        for pa, pb in zip(ours.parameters(), ref.parameters(), strict=True):
+            torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-6)
+    # The comparison is not vacuous: 50 steps at lr 1e-2 moved every weight matrix.
+    assert all(
+        not torch.equal(p, p0)
+        for p, p0 in zip(ours.parameters(), start, strict=True)
+        if p.ndim == 2
+    )
