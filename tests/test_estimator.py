@@ -440,6 +440,107 @@ def test_step_budget_epochs_cap_and_reported_steps(data) -> None:
         EstimatorSettings(eval_every=0)
 
 
+# ---------------------------------------------------------------------------------------
+# scikit-learn's estimator contract
+# ---------------------------------------------------------------------------------------
+INIT_PARAMS = {
+    "device",
+    "embedding_model",
+    "kind",
+    "label_name",
+    "progress",
+    "random_state",
+    "settings",
+    "variant",
+}
+
+
+def test_get_params_and_set_params_cover_every_init_parameter() -> None:
+    import inspect
+
+    sig = set(inspect.signature(InfluenceEstimator.__init__).parameters) - {"self"}
+    assert sig == INIT_PARAMS  # a new parameter must be added here and to get_params
+    est = InfluenceEstimator(FAST, variant="auto", random_state=7, progress=False)
+    params = est.get_params()
+    assert set(params) == INIT_PARAMS
+    assert params["settings"] is FAST and params["variant"] == "auto"
+    assert params["random_state"] == 7 and params["progress"] is False
+    assert est.get_params(deep=False) == params  # no parameter is itself an estimator
+    assert InfluenceEstimator(**params).get_params() == params
+    assert est.set_params(variant="paper", random_state=1, label_name="delift") is est
+    assert (est.variant, est.random_state, est.label_name) == ("paper", 1, "delift")
+    # Like __init__, set_params stores only; fit checks the values.
+    est.set_params(kind="mystery")
+    with pytest.raises(InputError, match="kind"):
+        est.fit(_unit(10, 0), None, np.arange(100, dtype=float).reshape(10, 10))
+    with pytest.raises(InputError, match="invalid parameter 'seed'"):
+        est.set_params(seed=3)
+    with pytest.raises(ValueError, match="no nested parameters"):
+        est.set_params(settings__lr=1e-3)
+
+
+def _clone(est: InfluenceEstimator) -> InfluenceEstimator:
+    """What sklearn.base.clone does for an estimator without nested estimators."""
+    import copy
+
+    params = est.get_params(deep=False)
+    new = type(est)(**{k: copy.deepcopy(v) for k, v in params.items()})
+    for k, v in new.get_params(deep=False).items():
+        assert v == params[k]
+    return new
+
+
+def test_clone_is_unfitted_with_the_same_parameters_and_refits_identically(data) -> None:
+    rows, cols = data
+    lab = _additive(rows[:30], cols[:20])
+    est = InfluenceEstimator(FAST, random_state=3, progress=False, label_name="delift")
+    est.fit(rows, cols, lab)
+    twin = _clone(est)
+    assert twin.get_params() == est.get_params()
+    assert not hasattr(twin, "network_") and not hasattr(twin, "random_state_")
+    with pytest.raises(InputError, match="not fitted"):
+        twin.predict(rows, cols)
+    twin.fit(rows, cols, lab)
+    assert np.array_equal(
+        twin.predict(rows, cols, use_rust=False), est.predict(rows, cols, use_rust=False)
+    )
+
+
+def test_sklearn_clone(data) -> None:
+    # scikit-learn is not a dependency; when it is installed, its own clone must work.
+    base = pytest.importorskip("sklearn.base")
+    est = InfluenceEstimator(FAST, variant="cosine-linear", random_state=5, progress=False)
+    rows, cols = data
+    est.fit(rows, cols, _additive(rows[:30], cols[:20]))
+    twin = base.clone(est)
+    assert type(twin) is InfluenceEstimator and twin is not est
+    assert twin.get_params() == est.get_params()
+    assert not hasattr(twin, "network_")
+
+
+def test_random_state_is_resolved_in_fit(data) -> None:
+    rows, cols = data
+    lab = _additive(rows[:30], cols[:20])
+    est = InfluenceEstimator(FAST, progress=False)  # random_state=None: a fresh seed per fit
+    est.fit(rows, cols, lab)
+    assert est.random_state is None and isinstance(est.random_state_, int)
+    again = InfluenceEstimator(FAST, random_state=est.random_state_, progress=False)
+    pred = est.predict(rows, cols, use_rust=False)
+    assert np.array_equal(again.fit(rows, cols, lab).predict(rows, cols, use_rust=False), pred)
+    # A NumPy integer seeds as the same int; set_params(random_state=...) changes the fit.
+    a = InfluenceEstimator(FAST, random_state=np.int64(3), progress=False).fit(rows, cols, lab)
+    assert a.random_state_ == 3 and isinstance(a.random_state_, int)
+    b = InfluenceEstimator(FAST, random_state=3, progress=False).fit(rows, cols, lab)
+    assert np.array_equal(
+        a.predict(rows, cols, use_rust=False), b.predict(rows, cols, use_rust=False)
+    )
+    b.set_params(random_state=4).fit(rows, cols, lab)
+    assert b.random_state_ == 4
+    assert not np.array_equal(
+        a.predict(rows, cols, use_rust=False), b.predict(rows, cols, use_rust=False)
+    )
+
+
 @pytest.mark.parametrize("weight_decay", [0.0, 1e-2])
 def test_hand_written_adam_equals_torch_optim_step_by_step(weight_decay) -> None:
     # nncift.training._Adam exists only to skip torch.optim's start-up cost (it imports

@@ -1,7 +1,8 @@
 """`InfluenceEstimator`: train an InfluenceNetwork on a few labelled pairs, predict the rest.
 
-scikit-learn conventions: `__init__` only stores parameters, `fit` returns `self`, learned
-state ends in `_`, `random_state` is resolved in `fit`.
+scikit-learn's estimator contract: `__init__` only stores parameters, `get_params` /
+`set_params` read and write them (so `sklearn.base.clone` works), `fit` returns `self`,
+learned state ends in `_`, `random_state` is resolved in `fit`.
 
 Where the parts live: `nncift.settings` (EstimatorSettings, the variants), `nncift.labels`
 (PairLabels, label files, input checks), `nncift.model_selection` (the held-out split, the
@@ -39,6 +40,7 @@ says the labels carried no learnable signal on held-out items.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import logging
 import os
 import tempfile
@@ -130,6 +132,56 @@ class InfluenceEstimator:
         self.progress = progress
         self.embedding_model = embedding_model
         self.label_name = label_name
+
+    # -- scikit-learn parameters ---------------------------------------------------------
+    @classmethod
+    def _get_param_names(cls) -> list[str]:
+        """The `__init__` parameters, sorted (as scikit-learn's BaseEstimator lists them)."""
+        sig = inspect.signature(cls.__init__)
+        return sorted(
+            p.name
+            for p in sig.parameters.values()
+            if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        )
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """Every `__init__` parameter by name, as stored (scikit-learn's contract).
+
+        deep: also list the parameters of parameters that are estimators themselves, as
+        `name__param` (none are today: `settings` is a frozen dataclass, replaced whole).
+        """
+        out: dict[str, Any] = {}
+        for name in self._get_param_names():
+            value = getattr(self, name)
+            if deep and hasattr(value, "get_params") and not isinstance(value, type):
+                out.update((f"{name}__{k}", v) for k, v in value.get_params().items())
+            out[name] = value
+        return out
+
+    def set_params(self, **params: Any) -> InfluenceEstimator:
+        """Set `__init__` parameters by name (`name__param` for a nested estimator); returns
+        self. Like `__init__`, stores only: values are checked by the next `fit`."""
+        valid = self._get_param_names()
+        nested: dict[str, dict[str, Any]] = {}
+        for key, value in params.items():
+            name, _, sub = key.partition("__")
+            if name not in valid:
+                raise InputError(
+                    f"invalid parameter {name!r} for InfluenceEstimator; valid parameters: {valid}"
+                )
+            if sub:
+                nested.setdefault(name, {})[sub] = value
+            else:
+                setattr(self, name, value)
+        for name, sub_params in nested.items():
+            inner = getattr(self, name)
+            if not hasattr(inner, "set_params"):
+                raise InputError(
+                    f"parameter {name!r} ({type(inner).__name__}) has no nested parameters; "
+                    f"set {name}= to a new value instead"
+                )
+            inner.set_params(**sub_params)
+        return self
 
     # -- fitting ---------------------------------------------------------------------------
     def fit(
