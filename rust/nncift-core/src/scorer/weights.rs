@@ -172,6 +172,14 @@ impl NetworkWeights {
         if let Some(name) = &meta.label_name {
             metadata.insert("label_name".into(), name.clone());
         }
+        // As the Python writer stores it (JSON, e.g. "[100]"), so that a scorer built in
+        // memory reports the metadata of the file it would have been written to.
+        let hidden: Vec<usize> = layers
+            .iter()
+            .take(layers.len().saturating_sub(1))
+            .map(|(w, _)| w.nrows())
+            .collect();
+        metadata.insert("hidden_sizes".into(), format!("{hidden:?}"));
         let net = NetworkWeights {
             layers,
             kind: meta.kind,
