@@ -43,8 +43,6 @@ import dataclasses
 import inspect
 import logging
 import os
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -568,16 +566,19 @@ class InfluenceEstimator:
         return (raw.numpy() * self.label_scale_ + self.label_offset_).astype(np.float32)
 
     def _rust_scorer(self) -> Any:
-        """The Rust `nncift.scorer.PairwiseScorer` for the fitted network, or None if not built."""
-        try:
-            from nncift.scorer import PairwiseScorer
-        except ImportError:  # an extension built without the scorer
-            return None
+        """The Rust `nncift.scorer.PairwiseScorer` for the fitted network, built in memory once."""
+        from nncift.scorer import PairwiseScorer
+
         if self._scorer is None:
-            with tempfile.TemporaryDirectory() as tmp:
-                path = Path(tmp) / "net.safetensors"
-                self.export(path)
-                self._scorer = PairwiseScorer.load(path)
+            self._scorer = PairwiseScorer.from_network(
+                self.network_.to_weights(
+                    embedding_model=self.embedding_model,
+                    label_scale=self.label_scale_,
+                    label_offset=self.label_offset_,
+                    label_name=self.label_name,
+                    extra_metadata=self.metadata(),
+                )
+            )
         return self._scorer
 
     # -- export -----------------------------------------------------------------------------
