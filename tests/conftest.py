@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -34,3 +35,16 @@ def tiny_lm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tiny.model.save_pretrained(d)
     tiny.tokenizer.save_pretrained(d)
     return d
+
+
+@pytest.fixture(scope="module")
+def torch_threads() -> Iterator[Callable[[int], None]]:
+    """`torch.set_num_threads` for one test module, the previous count restored after it.
+
+    The count is process-wide: set bare, it would leak into every later test module.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(before)

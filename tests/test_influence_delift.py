@@ -35,8 +35,8 @@ TARGETS = TextItems(
 
 
 @pytest.fixture(scope="module")
-def tiny():  # type: ignore[no-untyped-def]
-    torch.set_num_threads(2)
+def tiny(torch_threads):  # type: ignore[no-untyped-def]
+    torch_threads(2)
     return tiny_random_lm(cache=LM_CACHE)
 
 
@@ -155,9 +155,9 @@ def test_bad_settings_and_indices(tiny) -> None:  # type: ignore[no-untyped-def]
         Delift(TextItems([], []), TARGETS, lm=tiny)
 
 
-def test_real_smollm2_hand_made_utilities() -> None:
+def test_real_smollm2_hand_made_utilities(torch_threads) -> None:  # type: ignore[no-untyped-def]
     """A demonstration containing the target's answer helps; an unrelated one barely moves it."""
-    torch.set_num_threads(2)
+    torch_threads(2)
     lm = load_lm("default", device="cpu", cache=LM_CACHE, check_loss=False)
     pool = TextItems(
         ["What is the capital of Australia?", "How many legs does a spider have?"],

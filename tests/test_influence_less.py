@@ -30,10 +30,10 @@ SMALL = {"warmup_fraction": 0.5, "epochs": 2, "lr": 1e-3, "proj_dim": 64, "batch
 
 
 @pytest.fixture(scope="module")
-def tiny():  # type: ignore[no-untyped-def]
+def tiny(torch_threads):  # type: ignore[no-untyped-def]
     from nncift.lm import tiny_random_lm
 
-    torch.set_num_threads(2)
+    torch_threads(2)
     return tiny_random_lm(cache=LM_CACHE)
 
 

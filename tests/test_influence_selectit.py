@@ -6,7 +6,6 @@ import copy
 
 import numpy as np
 import pytest
-import torch
 from conftest import LM_CACHE
 from nncift.errors import InputError
 from nncift.influence import TextItems, top_k
@@ -19,10 +18,10 @@ POOL = TextItems(
 
 
 @pytest.fixture(scope="module")
-def tiny():  # type: ignore[no-untyped-def]
+def tiny(torch_threads):  # type: ignore[no-untyped-def]
     from nncift.lm import tiny_random_lm
 
-    torch.set_num_threads(2)
+    torch_threads(2)
     return tiny_random_lm(cache=LM_CACHE)
 
 

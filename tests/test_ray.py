@@ -60,10 +60,14 @@ def _local_labels(tiny_lm_dir: Path, out: Path) -> np.ndarray:
     import torch
     from nncift.lm import load_lm
 
+    before = torch.get_num_threads()
     torch.set_num_threads(1)  # the Ray workers use one thread each: same arithmetic
-    lm = load_lm(str(tiny_lm_dir), device="cpu", dtype="auto", max_length=512)
-    fn = make("delift", POOL, TARGETS, lm=lm, **SETTINGS)
-    run = compute_labels(fn, out, tile_rows=2)
+    try:
+        lm = load_lm(str(tiny_lm_dir), device="cpu", dtype="auto", max_length=512)
+        fn = make("delift", POOL, TARGETS, lm=lm, **SETTINGS)
+        run = compute_labels(fn, out, tile_rows=2)
+    finally:
+        torch.set_num_threads(before)  # process-wide: later tests keep their own count
     assert run.complete and run.values is not None
     return run.values
 
