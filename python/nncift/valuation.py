@@ -257,35 +257,44 @@ class Valuer:
                 )
 
     def _lm_model(self) -> Any:
+        """The LM, loaded once for every block this valuer labels (stage ``load_lm``)."""
         if self._lm is None:
-            from nncift.lm import load_lm
-
             with self.manifest.stage("load_lm") as rec:
-                self._lm = load_lm(
-                    self.opt.lm,
-                    device=self.opt.device or "auto",
-                    dtype=self.opt.dtype or "auto",
-                    max_length=self.opt.max_length,
-                )
+                self._lm = self._spec().load_lm(self.opt.device or "auto")
                 rec.update(self._lm.describe())
         return self._lm
 
-    def _function(self, targets: Items | None, target_emb: np.ndarray | None) -> Any:
-        from nncift.influence import make
+    def _spec(self) -> Any:
+        from nncift.labelling import function_spec
 
-        kw = dict(self.opt.influence_settings)
-        if self.opt.method == "delift-se":
-            return make(
-                "delift-se",
-                self.pool,
-                targets,
-                embed_model=self.opt.embedder,
-                pool_embeddings=self.pool_emb,
-                target_embeddings=target_emb,
-            )
-        if self.opt.method == "less":
-            kw.setdefault("seed", self.opt.seed)
-        return make(self.opt.method, self.pool, targets, lm=self._lm_model(), **kw)
+        return function_spec(
+            self.opt.method, self.opt.influence_settings, seed=self.opt.seed, lm=self.opt.lm,
+            dtype=self.opt.dtype or "auto", max_length=self.opt.max_length,
+            embedder=self.opt.embedder,
+        )  # fmt: skip
+
+    def _function(self, targets: Items | None, target_emb: np.ndarray | None) -> Any:
+        """The influence function here (DELIFT (SE) on the embeddings already computed)."""
+        spec = self._spec()
+        return spec.build(
+            self.pool, targets, self.opt.device or "auto",
+            lm=self._lm_model() if spec.needs_lm else None,
+            pool_embeddings=self.pool_emb, target_embeddings=target_emb,
+        )  # fmt: skip
+
+    @contextlib.contextmanager
+    def _label_function(
+        self, targets: Items | None, target_emb: np.ndarray | None
+    ) -> Iterator[Any]:
+        """The influence function here (LM loaded here), or None with Ray: `label` then runs
+        the tiles on Ray workers that hold the LM (no LM loaded here).
+
+        DELIFT (SE) stays local: its labels are cosines of embeddings already computed here.
+        """
+        if self.ray is None or self.opt.method == "delift-se":
+            yield self._function(targets, target_emb)
+        else:
+            yield None
 
     def _labels(
         self,
@@ -294,26 +303,25 @@ class Valuer:
         rows: np.ndarray,
         cols: np.ndarray | None,
     ) -> np.ndarray:
-        """Compute (or resume / reuse) labels K[rows][:, cols] into the run folder.
+        """Compute (or resume / reuse) labels K[rows][:, cols] into the run folder with
+        `nncift.labelling.label`.
 
         targets: (the column items, their embeddings); (None, None) for a pool x pool kernel
         or pointwise labels.
         """
-        from nncift.influence.store import compute_labels_with_progress
+        from nncift.labelling import label
 
-        out = self.run_dir / f"labels-{name}"
         with self.manifest.stage(f"label_{name}", rows=int(len(rows))) as rec:
-            with self._label_function(*targets) as labeller:
-                run = compute_labels_with_progress(
-                    labeller,
-                    out,
-                    show=self.progress,
+            with self._label_function(*targets) as fn:
+                result = label(
+                    self._spec(), self.pool, targets[0], out=self.run_dir / f"labels-{name}",
+                    rows=rows, cols=cols, device=self.opt.device or "auto", ray=self.ray,
+                    progress=self.progress, manifest=self.manifest, function=fn,
                     description=f"labelling {name} with {self.opt.method}",
-                    rows=rows,
-                    cols=cols,
-                )
-                if hasattr(labeller, "stats"):
-                    rec["ray"] = labeller.stats.to_dict()
+                )  # fmt: skip
+            run = result.run
+            if result.ray is not None:
+                rec["ray"] = result.ray
             if not run.complete or run.values is None:
                 raise InputError(f"labelling {name} stopped before the end; rerun to resume")
             rec.update(
@@ -324,35 +332,6 @@ class Valuer:
                 cost_total=run.cost_total.to_dict(),
             )
         return np.asarray(run.values, dtype=np.float32)
-
-    @contextlib.contextmanager
-    def _label_function(
-        self, targets: Items | None, target_emb: np.ndarray | None
-    ) -> Iterator[Any]:
-        """The influence function (LM loaded here), or with Ray one whose tiles run on Ray
-        workers that hold the LM (no LM loaded here).
-
-        DELIFT (SE) stays local: its labels are cosines of embeddings already computed here.
-        """
-        if self.ray is None or self.opt.method == "delift-se":
-            yield self._function(targets, target_emb)
-            return
-        from nncift.distributed.labels import FunctionSpec, RayInfluence
-
-        settings = dict(self.opt.influence_settings)
-        if self.opt.method == "less":
-            settings.setdefault("seed", self.opt.seed)
-        spec = FunctionSpec(
-            self.opt.method, settings, lm=self.opt.lm, dtype=self.opt.dtype or "auto",
-            max_length=self.opt.max_length, embedder=self.opt.embedder,
-        )  # fmt: skip
-        ray_fn = RayInfluence(
-            spec, self.pool, targets, self.ray.connect(),
-            workers=self.ray.workers, cpus_per_worker=self.ray.cpus_per_worker,
-            device=self.opt.device or "auto",
-        )  # fmt: skip
-        with ray_fn:
-            yield ray_fn
 
     def _predict(
         self,
@@ -474,21 +453,13 @@ class Valuer:
     def _rows_cols(
         self, n_rows: int, n_cols: int | None, *, square: bool = False
     ) -> tuple[np.ndarray, np.ndarray | None]:
-        """Labelled rows and columns: everything with `exact`, else the first-u block.
+        """Labelled rows and columns: everything with `exact`, else the first-u block
+        (`nncift.labelling.labelled_block`; square: a pool x pool kernel, one shuffle)."""
+        from nncift.labelling import labelled_block
 
-        square: a pool x pool kernel, whose labelled block is the same first-u pool items on
-        both sides (one shuffle), as in the paper.
-        """
-        from nncift.split import u_split
-
-        if self.opt.exact:
-            rows = np.arange(n_rows, dtype=np.int64)
-            cols = None if n_cols is None else np.arange(n_cols, dtype=np.int64)
-            return rows, cols
-        split = u_split(n_rows, None if square else n_cols, u=self.opt.u, seed=self.opt.seed)
-        if n_cols is None:
-            return split.rows_in, None
-        return split.rows_in, split.cols_in
+        return labelled_block(
+            n_rows, n_cols, u=self.opt.u, seed=self.opt.seed, exact=self.opt.exact, square=square
+        )
 
     def _delift_family(self, objective: str) -> Valuation:
         m = len(self.pool)

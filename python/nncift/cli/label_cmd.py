@@ -142,8 +142,8 @@ def label_cmd(
     With --ray the tiles run on Ray workers that hold the LM (same folder layout; a run can
     be resumed with or without Ray).
     """
+    from nncift.labelling import function_spec, label, labelled_block
     from nncift.manifest import Manifest
-    from nncift.split import u_split
 
     ray = ray_settings(data_opts)
 
@@ -181,47 +181,28 @@ def label_cmd(
     with manifest.stage("load_data"):
         pool_items = load_pool(pool, data_opts, manifest, "pool")
         target_items = load_pool(target, data_opts, manifest, "target") if target else None
-    kw = _parse_settings(settings)
+    spec = function_spec(
+        method, _parse_settings(settings), seed=seed, lm=lm, dtype=dtype,
+        max_length=max_length, embedder=embedder,
+    )  # fmt: skip
     m = len(pool_items)
-    n = len(target_items) if target_items is not None else None
-    if label_all:
-        import numpy as np
-
-        rows = np.arange(m, dtype=np.int64)
-        cols = np.arange(n if n is not None else m, dtype=np.int64)
+    if method == "selectit":
+        rows, cols = labelled_block(m, None, u=u, seed=seed, exact=label_all)
+    elif target_items is None:
+        rows, cols = labelled_block(m, m, u=u, seed=seed, exact=label_all, square=True)
     else:
-        split = u_split(m, n, u=u, seed=seed)
-        rows, cols = split.rows_in, split.cols_in
+        rows, cols = labelled_block(m, len(target_items), u=u, seed=seed, exact=label_all)
     quiet = bool(ctx.obj.get("quiet", False)) if ctx.obj else False
-    if ray is not None:
-        _label_on_ray(
-            ctx, ray, manifest, method, pool_items, target_items, kw, lm, device, dtype,
-            max_length, embedder, seed, rows, cols, tile_rows, max_seconds, out, quiet,
-        )  # fmt: skip
-        return
-    with manifest.stage("load_model") as rec:
-        from nncift.influence import make
-
-        if method == "delift-se":
-            fn = make(method, pool_items, target_items, embed_model=embedder, **kw)
-        else:
-            from nncift.lm import load_lm
-
-            model = load_lm(lm, device=device, dtype=dtype, max_length=max_length)
-            rec.update(model.describe())
-            if method == "less":
-                kw.setdefault("seed", seed)
-            fn = make(method, pool_items, target_items, lm=model, **kw)
-
     with manifest.stage("label") as rec:
-        from nncift.influence.store import compute_labels_with_progress
-
-        run = compute_labels_with_progress(
-            fn, out, show=not quiet, rows=rows, cols=cols, tile_rows=tile_rows,
-            max_seconds=max_seconds,
+        result = label(
+            spec, pool_items, target_items, out=out, rows=rows, cols=cols, device=device,
+            ray=ray, tile_rows=tile_rows, max_seconds=max_seconds, progress=not quiet,
+            manifest=manifest,
         )  # fmt: skip
-        rec.update(_run_record(run))
-    _finish(ctx, manifest, method, fn, run, rows, cols, out)
+        rec.update(_run_record(result.run))
+        if result.ray is not None:
+            rec["ray"] = result.ray
+    _finish(ctx, manifest, method, result, rows, cols, out)
 
 
 def _run_record(run: Any) -> dict[str, Any]:
@@ -235,51 +216,15 @@ def _run_record(run: Any) -> dict[str, Any]:
     }
 
 
-def _label_on_ray(
-    ctx: click.Context, ray: Any, manifest: Any, method: str, pool_items: Any,
-    target_items: Any, kw: dict[str, Any], lm: str, device: str, dtype: str,
-    max_length: int, embedder: str, seed: int, rows: Any, cols: Any,
-    tile_rows: int | None, max_seconds: float | None, out: str, quiet: bool,
-) -> None:  # fmt: skip
-    """The label stage with tiles on Ray workers; the store writes the same folder."""
-    from nncift.distributed.labels import FunctionSpec, RayInfluence
-    from nncift.influence.store import compute_labels_with_progress
-
-    if method == "less":
-        kw.setdefault("seed", seed)
-    spec = FunctionSpec(method, kw, lm=lm, dtype=dtype, max_length=max_length, embedder=embedder)
-    with manifest.stage("ray_connect") as rec:
-        cluster = ray.connect()
-        rec.update(cluster.describe())
-    fn = RayInfluence(
-        spec, pool_items, target_items, cluster, workers=ray.workers,
-        cpus_per_worker=ray.cpus_per_worker, device=device,
-    )  # fmt: skip
-    try:
-        with manifest.stage("ray_start_workers") as rec:
-            fn.start()
-            rec.update(workers=fn.stats.workers, nodes=len(fn.stats.nodes), device=fn.device)
-        with manifest.stage("label") as rec:
-            run = compute_labels_with_progress(
-                fn, out, show=not quiet, rows=rows, cols=cols, tile_rows=tile_rows,
-                max_seconds=max_seconds, description=f"label {method} on Ray",
-            )  # fmt: skip
-            rec.update(_run_record(run))
-            rec["ray"] = fn.stats.to_dict()
-    finally:
-        fn.close()
-    _finish(ctx, manifest, method, fn, run, rows, cols, out)
-
-
 def _finish(
-    ctx: click.Context, manifest: Any, method: str, fn: Any, run: Any, rows: Any, cols: Any,
-    out: str,
-) -> None:  # fmt: skip
+    ctx: click.Context, manifest: Any, method: str, result: Any, rows: Any, cols: Any, out: str
+) -> None:
+    run = result.run
     manifest.results = {
         "complete": run.complete,
-        "shape": [int(rows.size)] + ([int(cols.size)] if fn.kind == "pairwise" else []),
+        "shape": [int(rows.size)] + ([int(cols.size)] if result.kind == "pairwise" else []),
         "cost_total": run.cost_total.to_dict(),
-        "function": fn.config(),
+        "function": result.config,
     }
     manifest.write(Path(out) / "manifest.json")
     shape = "x".join(str(s) for s in manifest.results["shape"])

@@ -39,37 +39,12 @@ import numpy as np
 from nncift.distributed.cluster import Cluster, check_gpu, check_versions, require_ray
 from nncift.errors import InputError
 from nncift.influence import Cost, Result, TextItems
+from nncift.influence.spec import FunctionSpec
 
 log = logging.getLogger(__name__)
 
 #: Tiles queued on one worker beyond the one it is computing (hides the round trip).
 IN_FLIGHT_PER_WORKER = 2
-
-
-@dataclass(frozen=True)
-class FunctionSpec:
-    """How a worker builds the influence function: everything but the data.
-
-    Mirrors what `nncift label` / the select pipeline pass to `nncift.influence.make`.
-    """
-
-    method: str
-    settings: dict[str, Any] = field(default_factory=dict)
-    lm: str = "default"
-    dtype: str = "auto"
-    max_length: int = 2048
-    embedder: str = "default"
-
-    def build(self, pool: TextItems, targets: TextItems | None, device: str) -> Any:
-        from nncift.influence import make
-
-        kw = dict(self.settings)
-        if self.method == "delift-se":
-            return make("delift-se", pool, targets, embed_model=self.embedder, **kw)
-        from nncift.lm import load_lm
-
-        model = load_lm(self.lm, device=device, dtype=self.dtype, max_length=self.max_length)
-        return make(self.method, pool, targets, lm=model, **kw)
 
 
 class LabelWorker:
