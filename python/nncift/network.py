@@ -24,7 +24,13 @@ import torch
 from torch import nn
 
 from nncift.errors import InputError
-from nncift.weights import NetworkWeights, read_network, write_network
+from nncift.weights import (  # check_embeddings: re-exported, its home is nncift.weights
+    NetworkWeights,
+    check_embedding_model,
+    check_embeddings,
+    read_network,
+    write_network,
+)
 
 LAYOUTS = ("paper", "concat", "pointwise")
 # Guards the cosine against zero vectors; a zero embedding gets cosine 0 with everything.
@@ -348,36 +354,4 @@ class InfluenceNetwork(nn.Module):
         return net
 
 
-def check_embeddings(
-    meta: dict[str, str],
-    embeddings: np.ndarray,
-    embedding_model: str | None = None,
-    *,
-    what: str = "embeddings",
-) -> None:
-    """Refuse embeddings that do not come from the model a network was trained with.
-
-    meta: the weight file's metadata. embeddings: (n, d). embedding_model: the id of the
-    embedder that produced `embeddings`, when known (None skips the name check).
-    """
-    want_d = meta.get("embedding_dim")
-    if embeddings.ndim != 2:
-        raise InputError(f"{what} must be a 2-D (n, d) array, got shape {embeddings.shape}")
-    if want_d is not None and int(want_d) != embeddings.shape[1]:
-        raise InputError(
-            f"{what} have dimension {embeddings.shape[1]} but the network was trained on "
-            f"{want_d}-dim embeddings from {meta.get('embedding_model', '?')!r}"
-        )
-    want_m = meta.get("embedding_model")
-    if (
-        embedding_model is not None
-        and want_m not in (None, "", "unknown")
-        and embedding_model != want_m
-    ):
-        raise InputError(
-            f"{what} come from embedding model {embedding_model!r} but the network was trained "
-            f"with {want_m!r}; re-embed with the same model"
-        )
-
-
-__all__ = ["LAYOUTS", "InfluenceNetwork", "check_embeddings"]
+__all__ = ["LAYOUTS", "InfluenceNetwork", "check_embedding_model", "check_embeddings"]

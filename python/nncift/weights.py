@@ -181,11 +181,59 @@ def read_network(path: str | os.PathLike[str]) -> NetworkWeights:
     return NetworkWeights(**fields)
 
 
+def check_embedding_model(
+    meta: dict[str, str], embedding_model: str | None, *, what: str = "embeddings"
+) -> None:
+    """Refuse embeddings from another embedder than the one a network was trained with.
+
+    meta: the weight file's metadata (``embedding_model``). embedding_model: the id of the
+    embedder of the inputs; None, or an unknown id in the weight file, skips the check.
+    Callers that embed run it before embedding, so a wrong model fails before the work.
+    """
+    want_m = meta.get("embedding_model")
+    if (
+        embedding_model is not None
+        and want_m not in (None, "", "unknown")
+        and embedding_model != want_m
+    ):
+        raise InputError(
+            f"{what} come from embedding model {embedding_model!r} but the network was trained "
+            f"with {want_m!r}; re-embed with the same model"
+        )
+
+
+def check_embeddings(
+    meta: dict[str, str],
+    embeddings: np.ndarray,
+    embedding_model: str | None = None,
+    *,
+    what: str = "embeddings",
+) -> None:
+    """Refuse embeddings that do not come from the model a network was trained with.
+
+    The one check of inputs against a weight file (`train`, `estimate`, `evaluate` and the
+    estimator all call it; torch-free, so the lean install can run it). meta: the weight file's metadata. embeddings: (n, d).
+    embedding_model: the id of the embedder that produced `embeddings`, when known (None
+    skips the name check).
+    """
+    want_d = meta.get("embedding_dim")
+    if embeddings.ndim != 2:
+        raise InputError(f"{what} must be a 2-D (n, d) array, got shape {embeddings.shape}")
+    if want_d is not None and int(want_d) != embeddings.shape[1]:
+        raise InputError(
+            f"{what} have dimension {embeddings.shape[1]} but the network was trained on "
+            f"{want_d}-dimensional embeddings from {meta.get('embedding_model', '?')!r}"
+        )
+    check_embedding_model(meta, embedding_model, what=what)
+
+
 __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
     "NetworkWeights",
     "WeightFileError",
+    "check_embedding_model",
+    "check_embeddings",
     "read_network",
     "write_network",
 ]

@@ -9,52 +9,12 @@ from typing import Any
 import click
 import numpy as np
 
+from nncift.cli.common import load_embeddings
 from nncift.cli.group import user_errors
 from nncift.cli.ray_options import ray_options, ray_settings
 from nncift.manifest import Manifest
 
 SUFFIXES = (".npy", ".parquet", ".npz")
-
-
-def _embeddings(
-    spec: str, embedder: str | None, net_model: str, man: Manifest, name: str, quiet: bool
-) -> tuple[np.ndarray, list[str] | None]:
-    """(n, d) float32 embeddings and item ids (None for a .npy file of embeddings).
-
-    Data files are embedded with `embedder`, or by default with the model the network was
-    trained on (its `embedding_model` metadata).
-    """
-    from nncift.errors import InputError
-    from nncift.io import load_npy
-
-    if spec.lower().endswith(".npy"):
-        arr = load_npy(spec)
-        if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.floating):
-            raise InputError(
-                f"{spec}: embeddings must be a 2-D float array, got {arr.dtype} {arr.shape}"
-            )
-        man.add_input(name, spec, shape=list(arr.shape))
-        return np.ascontiguousarray(arr, dtype=np.float32), None
-    from nncift.data import load_items
-    from nncift.embed import Embedder
-
-    items = load_items(spec)
-    man.add_input(name, spec, items=len(items))
-    if embedder is None and net_model in ("", "unknown"):
-        raise InputError(
-            f"{spec}: the network does not record which embedder it was trained with; "
-            "pass --embedder (or give .npy embeddings)"
-        )
-    emb = Embedder(embedder or net_model, progress=not quiet)
-    if net_model not in ("", "unknown") and emb.spec.model_id != net_model:
-        raise InputError(
-            f"the network was trained on embeddings from {net_model!r}, not {emb.spec.model_id!r}; "
-            "embed with the same model"
-        )
-    with man.stage(f"embed_{name}") as rec:
-        vecs = emb.embed(items.texts)
-        rec.update(emb.last_stats)
-    return vecs, list(items.ids)
 
 
 def _check_disk(path: Path, nbytes: int) -> None:
@@ -139,12 +99,18 @@ def estimate_cmd(ctx: click.Context, **kw: Any) -> None:
         raise InputError("--top-k and --aggregate are alternatives; give one")
     if top_k is not None and top_k < 1:
         raise InputError(f"--top-k must be >= 1, got {top_k}")
+    if kw["n_jobs"] < -1:
+        raise InputError(f"--n-jobs must be >= -1 (0 or -1: all cores), got {kw['n_jobs']}")
     man = Manifest("estimate", options=dict(kw, ray=None if ray is None else vars(ray)))
     man.add_input("net", kw["net"])
     scorer = PairwiseScorer.load(kw["net"])
     run = _Runner(scorer, kw["net"], kw["n_jobs"], ray, man)
-    rows, row_ids = _embeddings(
-        kw["pool"], kw["embedder"], scorer.embedding_model, man, "pool", quiet
+    net_meta = {
+        "embedding_dim": str(scorer.embedding_dim),
+        "embedding_model": scorer.embedding_model,
+    }
+    rows, _, row_ids = load_embeddings(
+        kw["pool"], kw["embedder"], man, "pool", quiet, network=net_meta
     )
 
     if scorer.kind == "pointwise":
@@ -159,8 +125,8 @@ def estimate_cmd(ctx: click.Context, **kw: Any) -> None:
         man.results.update(shape=[len(scores)])
     else:
         if kw["target"]:
-            cols, col_ids = _embeddings(
-                kw["target"], kw["embedder"], scorer.embedding_model, man, "target", quiet
+            cols, _, col_ids = load_embeddings(
+                kw["target"], kw["embedder"], man, "target", quiet, network=net_meta
             )
         else:
             cols, col_ids = rows, row_ids

@@ -8,8 +8,9 @@ from typing import Any
 import click
 import numpy as np
 
+from nncift.cli.common import load_embeddings
 from nncift.cli.group import user_errors
-from nncift.cli.train_cmd import load_embeddings, parse_hidden, settings_from, training_options
+from nncift.cli.training_options import parse_hidden, settings_from, training_options
 from nncift.manifest import Manifest
 
 
@@ -31,7 +32,8 @@ def predict_with_network(
     import torch
 
     from nncift.errors import InputError
-    from nncift.network import InfluenceNetwork, check_embeddings
+    from nncift.network import InfluenceNetwork
+    from nncift.weights import check_embeddings
 
     net, w = InfluenceNetwork.load(path)
     meta = {
@@ -113,10 +115,10 @@ def evaluate_cmd(ctx: click.Context, **kw: Any) -> None:
     out = Path(kw["out"])
     out.mkdir(parents=True, exist_ok=True)
     man = Manifest("evaluate", options=dict(kw))
-    rows_e, model_id = load_embeddings(kw["pool"], kw["embedder"], man, "pool", quiet)
+    rows_e, model_id, _ = load_embeddings(kw["pool"], kw["embedder"], man, "pool", quiet)
     cols_e = None
     if kw["target"]:
-        cols_e, mt = load_embeddings(kw["target"], kw["embedder"], man, "target", quiet)
+        cols_e, mt, _ = load_embeddings(kw["target"], kw["embedder"], man, "target", quiet)
         model_id = model_id or mt
     model_id = kw["embedding_model"] or model_id
     man.add_input("labels", kw["labels"])

@@ -6,160 +6,11 @@ from pathlib import Path
 from typing import Any
 
 import click
-import numpy as np
 
+from nncift.cli.common import load_embeddings
 from nncift.cli.group import user_errors
+from nncift.cli.training_options import settings_from, training_options
 from nncift.manifest import Manifest
-
-
-def load_embeddings(
-    spec: str, embedder: str, manifest: Manifest, name: str, quiet: bool
-) -> tuple[np.ndarray, str | None]:
-    """Embeddings from a `.npy` file (n, d), or by embedding a data file / builtin:NAME.
-
-    Returns (embeddings (n, d) float32, embedder id or None when read from .npy).
-    """
-    from nncift.errors import InputError
-    from nncift.io import load_npy
-
-    if spec.lower().endswith(".npy"):
-        arr = load_npy(spec)
-        if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.floating):
-            raise InputError(
-                f"{spec}: embeddings must be a 2-D float array, got {arr.dtype} {arr.shape}"
-            )
-        manifest.add_input(name, spec, shape=list(arr.shape))
-        return np.ascontiguousarray(arr, dtype=np.float32), None
-    from nncift.data import load_items
-    from nncift.embed import Embedder
-
-    items = load_items(spec)
-    manifest.add_input(name, spec, items=len(items))
-    emb = Embedder(embedder, progress=not quiet)
-    return emb.embed(items.texts), emb.model_id
-
-
-def parse_hidden(text: str) -> tuple[int, ...]:
-    """'100' -> (100,); '256,64' -> (256, 64); '' or 'linear' -> ()."""
-    from nncift.errors import InputError
-
-    text = text.strip()
-    if text in ("", "linear", "none"):
-        return ()
-    try:
-        sizes = tuple(int(x) for x in text.split(","))
-    except ValueError:
-        raise InputError(f"hidden sizes must be comma-separated integers, got {text!r}") from None
-    return sizes
-
-
-def training_options(fn: Any) -> Any:
-    """Network and training options shared by `train` and `evaluate`."""
-    from nncift.estimator import DEFAULT_MAX_STEPS, VARIANTS
-
-    opts = [
-        click.option(
-            "--variant",
-            type=click.Choice([*VARIANTS, "auto"]),
-            default="paper",
-            show_default=True,
-            help="Network variant; auto = fit constant, cosine-linear, paper, cosine-residual "
-            "and bilinear and keep the simplest whose rank score (Spearman within each "
-            "held-out target) on held-out items is within one standard error of the best.",
-        ),
-        click.option(
-            "--hidden", default="100", show_default=True, help="Hidden sizes, e.g. 100 or 256,64."
-        ),
-        click.option(
-            "--layout",
-            type=click.Choice(["paper", "concat"]),
-            default="paper",
-            show_default=True,
-            help="Pair input layout: paper = [e_i, 0, e_j], concat = [e_i, e_j].",
-        ),
-        click.option(
-            "--max-steps",
-            type=int,
-            default=DEFAULT_MAX_STEPS,
-            show_default=True,
-            help="Adam-step budget (the paper: 20 epochs of ~187k pairs = ~58k steps); early "
-            "stopping usually ends training sooner.",
-        ),
-        click.option(
-            "--epochs",
-            type=int,
-            default=None,
-            help="Optional cap on passes over the training pairs (default: none; --max-steps "
-            "and early stopping decide).",
-        ),
-        click.option(
-            "--eval-every",
-            type=int,
-            default=None,
-            help="Steps between early-stopping evaluations (default: one epoch, at least 100).",
-        ),
-        click.option("--lr", type=float, default=1e-4, show_default=True),
-        click.option("--batch-size", type=int, default=64, show_default=True),
-        click.option("--weight-decay", type=float, default=0.0, show_default=True),
-        click.option(
-            "--val-fraction",
-            type=float,
-            default=0.2,
-            show_default=True,
-            help="Share of labelled items held out, half for early stopping and half for "
-            "choosing and scoring the model (0 = none; auto then refuses).",
-        ),
-        click.option(
-            "--patience",
-            type=int,
-            default=5,
-            show_default=True,
-            help="Evaluations without improvement before stopping.",
-        ),
-        click.option(
-            "--label-scaling",
-            type=click.Choice(["standard", "minmax", "none"]),
-            default="standard",
-            show_default=True,
-        ),
-        click.option("--seed", type=int, default=0, show_default=True),
-        click.option(
-            "--device", default="auto", show_default=True, help="torch device: auto, cpu, cuda."
-        ),
-        click.option(
-            "--embedder",
-            default="default",
-            show_default=True,
-            help="Embedder for data files (ignored for .npy embeddings).",
-        ),
-        click.option(
-            "--embedding-model",
-            default=None,
-            help="Id of the model that made .npy embeddings (stored in, and checked against, "
-            "the network).",
-        ),
-    ]
-    for o in reversed(opts):
-        fn = o(fn)
-    return fn
-
-
-def settings_from(kw: dict[str, Any]) -> Any:
-    from nncift.estimator import EstimatorSettings
-
-    return EstimatorSettings(
-        hidden_sizes=parse_hidden(kw["hidden"]),
-        input_layout=kw["layout"],
-        lr=kw["lr"],
-        epochs=kw["epochs"],
-        max_steps=kw["max_steps"],
-        eval_every=kw["eval_every"],
-        batch_size=kw["batch_size"],
-        weight_decay=kw["weight_decay"],
-        val_fraction=kw["val_fraction"],
-        patience=kw["patience"],
-        label_scaling=kw["label_scaling"],
-    )
 
 
 @click.command("train")
@@ -214,10 +65,10 @@ def train_cmd(ctx: click.Context, **kw: Any) -> None:
 
     quiet = bool(ctx.obj.get("quiet", False))
     man = Manifest("train", options={k: v for k, v in kw.items()})
-    rows_e, model_id = load_embeddings(kw["pool"], kw["embedder"], man, "pool", quiet)
+    rows_e, model_id, _ = load_embeddings(kw["pool"], kw["embedder"], man, "pool", quiet)
     cols_e = None
     if kw["target"]:
-        cols_e, model_t = load_embeddings(kw["target"], kw["embedder"], man, "target", quiet)
+        cols_e, model_t, _ = load_embeddings(kw["target"], kw["embedder"], man, "target", quiet)
         model_id = model_id or model_t
     model_id = kw["embedding_model"] or model_id or "unknown"
     rows = load_npy(kw["rows"]) if kw["rows"] else None
