@@ -33,7 +33,14 @@ METHODS = ("embedding", "random", "delift", "delift-se", "less", "selectit")
 
 def resolve_objective(objective: str, method: str, has_target: bool) -> str:
     """`auto` -> the method's own selection rule (method.md): top-k for less and selectit,
-    FLMI with the target as queries when a target set is given, else facility location."""
+    FLMI with the target as queries when a target set is given, else facility location.
+    An objective no method here can feed (mix without scores) is refused."""
+    if objective == "mix" and method in ("embedding", "delift", "delift-se"):
+        # mix weighs a kernel against a score per item; these methods give a kernel only.
+        raise InputError(
+            f"objective mix needs a score per pool item, which --method {method} "
+            "does not give: use fl, or nncift.select('mix', ..., scores=...) in Python"
+        )
     if objective != "auto":
         return objective
     if method in ("less", "selectit"):

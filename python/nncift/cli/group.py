@@ -18,10 +18,13 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def user_errors(fn: F) -> F:
-    """Turn nncift's own errors and bad values into a one-line message and exit code 2.
+    """Turn nncift's own errors and file errors into a one-line message and exit code 1.
 
-    A user never sees a traceback for a problem with their input; genuine bugs still
-    raise so they can be reported.
+    Caught: `NnciftError` and its subclasses (`InputError`: a problem with the user's input,
+    and the Rust extension's errors) and `OSError` (a missing, unreadable or misplaced file,
+    a full disk). Anything else, a bare `ValueError` or `MemoryError` from a library included,
+    is a bug and keeps its traceback so it can be reported; code that expects a library to
+    reject bad input converts that error to `InputError` where it happens.
     """
 
     @functools.wraps(fn)
@@ -30,7 +33,7 @@ def user_errors(fn: F) -> F:
 
         try:
             return fn(*args, **kwargs)
-        except (NnciftError, ValueError, FileNotFoundError, MemoryError) as exc:
+        except (NnciftError, OSError) as exc:
             raise click.ClickException(str(exc)) from exc
 
     return wrapper  # type: ignore[return-value]

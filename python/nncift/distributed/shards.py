@@ -270,10 +270,7 @@ def select_partitioned(
         raise InputError(f"partition-and-merge needs a square kernel, got shape {data.shape}")
     if kernel is not None and not np.isfinite(data).all():
         raise InputError("the kernel contains NaN or inf")
-    try:
-        count = resolve_budget(budget, n)
-    except ValueError as exc:  # a bad budget is the user's input, not a bug
-        raise InputError(str(exc)) from exc
+    count = resolve_budget(budget, n)  # InputError on a bad budget
     if count > n:
         raise InputError(f"budget {count} is larger than the pool ({n} items)")
     part_mode = mode
