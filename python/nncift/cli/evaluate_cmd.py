@@ -8,9 +8,13 @@ from typing import Any
 import click
 import numpy as np
 
-from nncift.cli.common import load_embeddings
 from nncift.cli.group import user_errors
-from nncift.cli.training_options import parse_hidden, settings_from, training_options
+from nncift.cli.training_options import (
+    parse_hidden,
+    settings_from,
+    training_inputs,
+    training_options,
+)
 from nncift.manifest import Manifest
 
 
@@ -115,12 +119,7 @@ def evaluate_cmd(ctx: click.Context, **kw: Any) -> None:
     out = Path(kw["out"])
     out.mkdir(parents=True, exist_ok=True)
     man = Manifest("evaluate", options=dict(kw))
-    rows_e, model_id, _ = load_embeddings(kw["pool"], kw["embedder"], man, "pool", quiet)
-    cols_e = None
-    if kw["target"]:
-        cols_e, mt, _ = load_embeddings(kw["target"], kw["embedder"], man, "target", quiet)
-        model_id = model_id or mt
-    model_id = kw["embedding_model"] or model_id
+    rows_e, cols_e, model_id = training_inputs(kw, man, quiet)
     man.add_input("labels", kw["labels"])
     labels = load_npy(kw["labels"])
     n_cols = rows_e.shape[0] if cols_e is None else cols_e.shape[0]

@@ -7,9 +7,8 @@ from typing import Any
 
 import click
 
-from nncift.cli.common import load_embeddings
 from nncift.cli.group import user_errors
-from nncift.cli.training_options import settings_from, training_options
+from nncift.cli.training_options import settings_from, training_inputs, training_options
 from nncift.manifest import Manifest
 
 
@@ -65,12 +64,7 @@ def train_cmd(ctx: click.Context, **kw: Any) -> None:
 
     quiet = bool(ctx.obj.get("quiet", False))
     man = Manifest("train", options={k: v for k, v in kw.items()})
-    rows_e, model_id, _ = load_embeddings(kw["pool"], kw["embedder"], man, "pool", quiet)
-    cols_e = None
-    if kw["target"]:
-        cols_e, model_t, _ = load_embeddings(kw["target"], kw["embedder"], man, "target", quiet)
-        model_id = model_id or model_t
-    model_id = kw["embedding_model"] or model_id or "unknown"
+    rows_e, cols_e, model_id = training_inputs(kw, man, quiet)
     rows = load_npy(kw["rows"]) if kw["rows"] else None
     cols = load_npy(kw["cols"]) if kw["cols"] else None
     man.add_input("labels", kw["labels"])
@@ -84,7 +78,7 @@ def train_cmd(ctx: click.Context, **kw: Any) -> None:
         device=kw["device"],
         random_state=kw["seed"],
         progress=not quiet,
-        embedding_model=model_id,
+        embedding_model=model_id or "unknown",
         label_name=kw["label_name"],
     )
     with man.stage("fit") as rec:

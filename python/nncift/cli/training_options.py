@@ -1,12 +1,16 @@
-"""Network and training options shared by `nncift train` and `nncift evaluate`."""
+"""Network and training options shared by `nncift train` and `nncift evaluate`, and the
+inputs both read (pool and target embeddings)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import click
+import numpy as np
 
+from nncift.cli.common import load_embeddings
 from nncift.errors import InputError
+from nncift.manifest import Manifest
 
 
 def parse_hidden(text: str) -> tuple[int, ...]:
@@ -128,3 +132,19 @@ def settings_from(kw: dict[str, Any]) -> Any:
         patience=kw["patience"],
         label_scaling=kw["label_scaling"],
     )
+
+
+def training_inputs(
+    kw: dict[str, Any], manifest: Manifest, quiet: bool
+) -> tuple[np.ndarray, np.ndarray | None, str | None]:
+    """Pool (row) and target (column; None without --target) embeddings of `train` and
+    `evaluate`, and the id of their embedder: --embedding-model, else the embedder used
+    here, else None (.npy embeddings of unknown origin)."""
+    rows_e, model_id, _ = load_embeddings(kw["pool"], kw["embedder"], manifest, "pool", quiet)
+    cols_e = None
+    if kw["target"]:
+        cols_e, model_t, _ = load_embeddings(
+            kw["target"], kw["embedder"], manifest, "target", quiet
+        )
+        model_id = model_id or model_t
+    return rows_e, cols_e, kw["embedding_model"] or model_id
