@@ -44,6 +44,24 @@ def main() -> None:
               "--budget", "5", "--out", str(out))  # fmt: skip
     assert len(out.read_text().splitlines()) == 5
 
+    # The CLI on embeddings the user brings: selection, and scoring with exported weights.
+    np.save("pool.npy", rng.standard_normal((50, 16)).astype(np.float32))
+    nncift_ok("select", "--pool", "builtin:ifbench", "--limit", "50", "--embeddings", "pool.npy",
+              "--budget", "5", "--out", "own.jsonl")  # fmt: skip
+    assert len(Path("own.jsonl").read_text().splitlines()) == 5
+    from nncift.weights import NetworkWeights, write_network
+
+    layers = [
+        (rng.standard_normal((8, 33)).astype(np.float32), np.zeros(8, np.float32)),
+        (rng.standard_normal((1, 8)).astype(np.float32), np.zeros(1, np.float32)),
+    ]
+    write_network("net.safetensors", NetworkWeights(
+        layers, kind="pairwise", input_layout="paper", embedding_dim=16, embedding_model="own"
+    ))  # fmt: skip
+    nncift_ok("estimate", "--net", "net.safetensors", "--pool", "pool.npy", "--out", "k.npy")
+    k = np.load("k.npy")
+    assert k.shape == (50, 50) and np.isfinite(k).all()
+
     # What needs an extra says which one, in one line, without a traceback.
     for args, extra in [
         (("select", "--pool", "builtin:ifbench", "--limit", "50", "--budget", "5"), "embed"),

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 from click.testing import CliRunner
@@ -181,3 +182,89 @@ def test_zero_gain_picks_follow_the_seed_not_the_file(copies_file: Path, tmp_pat
     # ... not the file's order (the old lowest-index rule took the remaining copies in it).
     in_file_order = [sorted(p[3:], key=lambda i: int(i[1:])) == p[3:] for p in picks.values()]
     assert not all(in_file_order)
+
+
+# ---------------------------------------------------------------- --embeddings (bring your own)
+
+
+@pytest.fixture(scope="module")
+def own_embeddings(pool_file: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The default embedder's vectors of the pool, written as the user would bring them."""
+    from nncift.data import load_items
+    from nncift.embed import Embedder
+
+    items = load_items(pool_file)
+    vecs = Embedder("default", progress=False).embed(items.texts)
+    folder = tmp_path_factory.mktemp("own")
+    np.save(folder / "pool.npy", vecs)
+    order = np.random.default_rng(1).permutation(len(items))  # a table in another order
+    pl.DataFrame(
+        {"id": [items.ids[i] for i in order], "embedding": [vecs[i].tolist() for i in order]}
+    ).write_parquet(folder / "pool.parquet")
+    np.save(folder / "short.npy", vecs[:-1])
+    return {"npy": folder / "pool.npy", "parquet": folder / "pool.parquet",
+            "short": folder / "short.npy", "items": pool_file}  # fmt: skip
+
+
+def _ids(path: Path) -> list[str]:
+    return [json.loads(line)["nncift_id"] for line in path.read_text().splitlines()]
+
+
+def test_provided_embeddings_select_what_the_embedder_would(
+    own_embeddings: dict[str, Path], tmp_path: Path
+) -> None:
+    pool = str(own_embeddings["items"])
+    base = ["select", "--pool", pool, "--budget", "8", "--seed", "3"]
+    assert run(*base, "--out", str(tmp_path / "ref.jsonl"))[0] == 0
+    for kind in ("npy", "parquet"):
+        out = tmp_path / f"{kind}.jsonl"
+        code, output = run(*base, "--embeddings", str(own_embeddings[kind]), "--out", str(out))
+        assert code == 0, output
+        assert _ids(out) == _ids(tmp_path / "ref.jsonl")
+        manifest = json.loads((tmp_path / f"{kind}.manifest.json").read_text())
+        embed = manifest["stages"]["embed"]
+        assert embed["model"].startswith("provided:")
+        assert embed["provided"]["sha256"] == manifest["inputs"]["embeddings"]["sha256"]
+        assert embed["provided"]["shape"] == [80, 384]
+        assert "pool" not in embed  # nothing was embedded
+
+
+def test_provided_embeddings_feed_nncift_and_the_plan(
+    own_embeddings: dict[str, Path], tmp_path: Path
+) -> None:
+    pool = str(own_embeddings["items"])
+    args = ["select", "--pool", pool, "--method", "delift-se", "--budget", "8", "--u", "0.2",
+            "--embeddings", str(own_embeddings["npy"]), "--cache-dir", str(tmp_path / "c")]  # fmt: skip
+    code, plan = run(*args, "--out", str(tmp_path / "p.jsonl"), "--dry-run")
+    assert code == 0, plan
+    assert "384-d embeddings provided" in plan and "texts with" not in plan
+    code, output = run(*args, "--out", str(tmp_path / "s.jsonl"))
+    assert code == 0, output
+    manifest = json.loads((tmp_path / "s.manifest.json").read_text())
+    assert manifest["options"]["embedder"].startswith("provided:")
+    assert len(_ids(tmp_path / "s.jsonl")) == 8
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (("--embeddings", "{short}"), "79 rows, but the pool has 80 items"),
+        (("--embeddings", "{npy}", "--dedupe"), "--dedupe"),
+        (("--embeddings", "{npy}", "--target", "{items}"), "give --target-embeddings too"),
+        (("--target-embeddings", "{npy}"), "without a target set"),
+        (("--embeddings", "{missing}"), "no such embeddings file"),
+    ],
+)
+def test_provided_embeddings_errors(
+    own_embeddings: dict[str, Path], tmp_path: Path, extra: tuple[str, ...], message: str
+) -> None:
+    files = {k: str(v) for k, v in own_embeddings.items()} | {"missing": str(tmp_path / "no.npy")}
+    out = tmp_path / "x.jsonl"
+    args = [a.format(**files) for a in extra]
+    result = CliRunner().invoke(
+        cli, ["select", "--pool", files["items"], "--budget", "5", *args, "--out", str(out)]
+    )
+    assert result.exit_code != 0
+    assert message in result.output, result.output
+    assert "Traceback" not in result.output
+    assert not out.exists()

@@ -20,6 +20,7 @@ from nncift.embed import DEFAULT_EMBEDDER, Embedder
 from nncift.errors import InputError
 from nncift.io import atomic_path, write_text_atomic
 from nncift.manifest import Manifest
+from nncift.provided_embeddings import ProvidedEmbeddings, check_pair
 from nncift.valuation import ValuationOptions, Valuer, label_key
 
 log = logging.getLogger(__name__)
@@ -186,6 +187,8 @@ def run_select(
     out: str | Path | None = None,
     progress: bool = True,
     manifest: Manifest | None = None,
+    embeddings: ProvidedEmbeddings | None = None,
+    target_embeddings: ProvidedEmbeddings | None = None,
 ) -> SelectRun:
     """Select `options.budget` items of `pool`; write them to `out` with a manifest.
 
@@ -193,8 +196,13 @@ def run_select(
         pool: the items to select from (`D_F`).
         target: the target set (`D_T`) for objectives that need one (flmi, flcg).
         out: output file (.jsonl/.json/.csv/.parquet); the manifest goes next to it.
+        embeddings, target_embeddings: vectors the user brings
+            (`nncift.provided_embeddings.load_provided_embeddings`, aligned with `pool` /
+            `target`) instead of embedding the texts; they stand for the embedder everywhere
+            (network inputs, DELIFT (SE), the embedding method, cache keys).
     """
     _check_method(options.method)
+    options = _with_provided(options, pool, target, embeddings, target_embeddings)
     out_path = Path(out) if out is not None else None
     if out_path is not None:
         check_output_path(out_path)
@@ -212,7 +220,10 @@ def run_select(
             gains = np.zeros(k, dtype=np.float64)
             value = None
     else:
-        pool_emb, target_emb, model_id = _embed(pool, target, options, manifest, progress)
+        if embeddings is not None:
+            pool_emb, target_emb, model_id = _provided(embeddings, target_embeddings, manifest)
+        else:
+            pool_emb, target_emb, model_id = _embed(pool, target, options, manifest, progress)
         if options.method == "embedding":
             kwargs = _embedding_inputs(objective, pool_emb, target_emb)
         else:
@@ -358,6 +369,55 @@ def valuation_options(options: SelectOptions) -> ValuationOptions:
     return replace(base, method=options.method, seed=options.seed, embedder=options.embedder)
 
 
+def _with_provided(
+    options: SelectOptions,
+    pool: Items,
+    target: Items | None,
+    embeddings: ProvidedEmbeddings | None,
+    target_embeddings: ProvidedEmbeddings | None,
+) -> SelectOptions:
+    """Check provided embeddings against the run; they replace the embedder's id."""
+    if embeddings is None:
+        if target_embeddings is not None:
+            raise InputError(
+                "target embeddings were given without pool embeddings: give both (--embeddings "
+                "and --target-embeddings), so pool and targets come from one model"
+            )
+        return options
+    if target is not None and target_embeddings is None and options.method != "random":
+        raise InputError(
+            "pool embeddings were given but the target set has none: give --target-embeddings "
+            "too (vectors from one model for both), or drop --embeddings to embed both"
+        )
+    if target is None and target_embeddings is not None:
+        raise InputError("--target-embeddings was given without a target set (--target)")
+    if len(embeddings.vectors) != len(pool):
+        raise InputError(
+            f"{embeddings.path}: {len(embeddings.vectors):,} vectors for {len(pool):,} pool items"
+        )
+    if target is not None and target_embeddings is not None:
+        if len(target_embeddings.vectors) != len(target):
+            raise InputError(
+                f"{target_embeddings.path}: {len(target_embeddings.vectors):,} vectors for "
+                f"{len(target):,} target items"
+            )
+        check_pair(embeddings, target_embeddings)
+    return replace(options, embedder=embeddings.model_id)
+
+
+def _provided(
+    embeddings: ProvidedEmbeddings,
+    target_embeddings: ProvidedEmbeddings | None,
+    manifest: Manifest,
+) -> tuple[np.ndarray, np.ndarray | None, str]:
+    with manifest.stage("embed", model=embeddings.model_id) as rec:
+        rec.update(provided=embeddings.manifest_record())
+        if target_embeddings is not None:
+            rec.update(provided_target=target_embeddings.manifest_record())
+    target = None if target_embeddings is None else target_embeddings.vectors
+    return embeddings.vectors, target, embeddings.model_id
+
+
 def _embed(
     pool: Items, target: Items | None, options: SelectOptions, manifest: Manifest, progress: bool
 ) -> tuple[np.ndarray, np.ndarray | None, str]:
@@ -446,7 +506,13 @@ def _influence_inputs(objective: str, valuation: Any) -> dict[str, Any]:
 
 
 def plan_select(
-    pool: Items, target: Items | None, options: SelectOptions, *, throughput: Any = None
+    pool: Items,
+    target: Items | None,
+    options: SelectOptions,
+    *,
+    throughput: Any = None,
+    embeddings: ProvidedEmbeddings | None = None,
+    target_embeddings: ProvidedEmbeddings | None = None,
 ) -> str:
     """What `run_select` would do, with LM passes, tokens, memory and time estimates.
 
@@ -457,11 +523,13 @@ def plan_select(
     loads the LM and takes a few seconds, then it is cached). Other methods load no LM.
 
     throughput: a `nncift.lm_probe.Throughput` to price LM passes with instead of the probe.
+    embeddings, target_embeddings: provided vectors, as for `run_select`.
     """
     from nncift.plan import plan_valuation
     from nncift.selection_plan import estimate_selection
 
     _check_method(options.method)
+    options = _with_provided(options, pool, target, embeddings, target_embeddings)
     k = resolve_budget(options.budget, len(pool))
     objective = resolve_objective(options.objective, options.method, target is not None)
     if options.method == "embedding":  # the run's input checks, on stand-in embeddings
@@ -472,7 +540,10 @@ def plan_select(
         + (f" and {len(target):,} targets" if target is not None else "")
         + f", objective {objective}, budget {k:,}"
     ]
-    if options.method != "random":
+    if options.method != "random" and embeddings is not None:
+        d = embeddings.vectors.shape[1]
+        lines.append(f"  embed            none: {d}-d embeddings provided ({embeddings.path})")
+    elif options.method != "random":
         n_texts = len(pool) + (len(target) if target is not None else 0)
         lines.append(
             f"  embed            {n_texts:,} texts with {options.embedder} (cached texts skipped)"
@@ -515,7 +586,7 @@ def plan_select(
                 + "); a busier machine takes longer"
             )
     if options.method != "random":
-        d = 384
+        d = 384 if embeddings is None else embeddings.vectors.shape[1]  # MiniLM's, by default
         n_q = len(target) if target is not None and objective in ("flmi", "flcg") else 0
         given = options.method != "embedding"
         plan = estimate_selection(

@@ -15,6 +15,37 @@ from nncift.cli.selection_options import selection_kwargs, selection_options
 DEFAULT_POOL = "builtin:ifbench"
 
 
+def provided_embeddings(
+    pool_file: str | None,
+    target_file: str | None,
+    pool: Any,
+    target: Any,
+    data_opts: dict[str, Any],
+    manifest: Any,
+) -> dict[str, Any]:
+    """Read --embeddings / --target-embeddings, matched to the loaded items; record them."""
+    from nncift.provided_embeddings import load_provided_embeddings
+
+    found: dict[str, Any] = {}
+    for key, path, items in (
+        ("embeddings", pool_file, pool),
+        ("target_embeddings", target_file, target),
+    ):
+        if path is None or items is None:
+            continue  # run_select says what is missing or extra
+        got = load_provided_embeddings(
+            path, items.ids, dedupe=bool(data_opts.get("dedupe")),
+            id_column=data_opts.get("id_field"),
+        )  # fmt: skip
+        manifest.add_input(key, path, shape=list(got.vectors.shape), matched_by=got.matched_by)
+        found[key] = got
+    if target_file is not None and target is None:
+        from nncift.errors import InputError
+
+        raise InputError("--target-embeddings was given without a target set (--target)")
+    return found
+
+
 @click.command("select")
 @click.option(
     "--pool",
@@ -119,6 +150,22 @@ DEFAULT_POOL = "builtin:ifbench"
     "nncift_rank and nncift_gain; OUT's stem + .manifest.json is written next to it.",
 )
 @click.option(
+    "--embeddings",
+    "embeddings_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Pool embeddings you computed: .npy (row i = pool item i) or a .parquet/.jsonl/.json "
+    "table with an id column (--id-field, default 'id') and a vector column ('embedding'); "
+    "used instead of --embedder everywhere.",
+)
+@click.option(
+    "--target-embeddings",
+    "target_embeddings_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Target embeddings from the same model, as for --embeddings (needed with --target).",
+)
+@click.option(
     "--dry-run",
     is_flag=True,
     help="Print the plan (stages, LM passes, memory and time estimates) and stop.",
@@ -148,6 +195,8 @@ def select_command(
     variant: str,
     epochs: int | None,
     dry_run: bool,
+    embeddings_file: str | None,
+    target_embeddings_file: str | None,
     **rest: Any,
 ) -> None:
     """Select a subset of POOL and write it to OUT.
@@ -166,6 +215,9 @@ def select_command(
     manifest = Manifest(command="select")
     pool_items = load_pool(pool, rest, manifest, "pool")
     target_items = load_pool(target, rest, manifest, "target") if target else None
+    provided = provided_embeddings(
+        embeddings_file, target_embeddings_file, pool_items, target_items, rest, manifest
+    )
     objective, kwargs = selection_kwargs(rest)
     options = SelectOptions(
         budget=budget,
@@ -190,7 +242,7 @@ def select_command(
         ),
     )
     if dry_run:
-        click.echo(plan_select(pool_items, target_items, options))
+        click.echo(plan_select(pool_items, target_items, options, **provided))
         return
     run = run_select(
         pool_items,
@@ -199,5 +251,6 @@ def select_command(
         out=Path(out),
         progress=not quiet,
         manifest=manifest,
+        **provided,
     )
     echo_summary(ctx, run.summary(pool_items))
