@@ -493,7 +493,7 @@ class InfluenceEstimator:
     def _check_inputs(self, e: Any, name: str, embedding_model: str | None) -> np.ndarray:
         a = _check_embeddings(e, name)
         meta = {"embedding_dim": str(self.embedding_dim_), "embedding_model": self.embedding_model}
-        from nncift.network import check_embeddings
+        from nncift.weights import check_embeddings
 
         check_embeddings(meta, a, embedding_model, what=name)
         return a

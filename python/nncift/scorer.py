@@ -27,8 +27,7 @@ import numpy as np
 
 from nncift import _core
 from nncift._core import ScorerKernel
-from nncift.errors import InputError
-from nncift.weights import NetworkWeights
+from nncift.weights import NetworkWeights, check_embedding_model
 
 AGGREGATES = ("mean", "max", "mean-max")
 
@@ -276,13 +275,9 @@ class PairwiseScorer:
 
     def check_embedding_model(self, model: str | None) -> None:
         """Raise InputError when the embeddings come from a different model than the one the
-        network was trained with (unknown ids on either side are not checked)."""
-        mine = self.embedding_model
-        if model and mine and model != mine:
-            raise InputError(
-                f"the network was trained on embeddings from {mine!r} but these come from "
-                f"{model!r}; embed with the same model"
-            )
+        network was trained with (unknown ids on either side are not checked); the one check,
+        `nncift.weights.check_embedding_model`, on this network's metadata."""
+        check_embedding_model({"embedding_model": self.embedding_model or ""}, model)
 
 
 __all__ = ["AGGREGATES", "PairwiseScorer", "ScorerKernel"]
