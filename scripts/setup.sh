@@ -9,12 +9,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${1:-.venv}
-PY=${PYTHON:-python3}
 
-if [ ! -x "$VENV/bin/python" ]; then
-  "$PY" -m venv "$VENV"
-fi
-# The portable wheel and the sdist (scripts/dist.sh: manylinux2014 via zig, tag checked).
+# Creates $VENV when missing, then builds the portable wheel and the sdist
+# (scripts/dist.sh: manylinux2014 via zig, tag checked).
 scripts/dist.sh "$VENV"
 wheel=$(ls dist/nncift-*-abi3-*.whl | head -n 1)
 "$VENV/bin/python" -m pip install -q --force-reinstall --no-deps "$wheel"

@@ -48,3 +48,38 @@ def torch_threads() -> Iterator[Callable[[int], None]]:
     before = torch.get_num_threads()
     yield torch.set_num_threads
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def ticks_while() -> Callable[[Callable[[], object]], tuple[int, float, object]]:
+    """Run `fn` while a Python thread counts 1 ms sleeps: (ticks, seconds, fn's result).
+
+    A call that holds the GIL leaves the counter at ~0 for its whole duration, so a test of
+    a multi-threaded Rust call with the GIL released asserts a healthy tick count.
+    """
+
+    def run(fn: Callable[[], object]) -> tuple[int, float, object]:
+        import threading
+        import time
+
+        ticks = 0
+        done = threading.Event()
+
+        def count() -> None:
+            nonlocal ticks
+            while not done.is_set():
+                ticks += 1
+                time.sleep(0.001)
+
+        t = threading.Thread(target=count)
+        t.start()
+        start = time.perf_counter()
+        try:
+            result = fn()
+        finally:
+            elapsed = time.perf_counter() - start
+            done.set()
+            t.join()
+        return ticks, elapsed, result
+
+    return run

@@ -3,8 +3,8 @@ across thread counts, top-k / aggregates against numpy on the dense matrix, and 
 
 from __future__ import annotations
 
-import threading
 import time
+from typing import Any
 
 import numpy as np
 import pytest
@@ -319,26 +319,11 @@ def test_memory_guard_refuses_before_allocating(monkeypatch) -> None:
     assert s.aggregate(rows[:2000], rows, "max").shape == (2000,)
 
 
-def test_gil_is_released_during_scoring() -> None:
+def test_gil_is_released_during_scoring(ticks_while: Any) -> None:
     rng = np.random.default_rng(0)
     s = PairwiseScorer.from_arrays(_net(rng, 2 * 64 + 1, [100]), embedding_dim=64)
     rows = rng.standard_normal((4000, 64)).astype(np.float32)  # ~0.2-1 s on one thread
-    ticks = 0
-    done = threading.Event()
-
-    def count() -> None:
-        nonlocal ticks
-        while not done.is_set():
-            ticks += 1
-            time.sleep(0.001)
-
-    t = threading.Thread(target=count)
-    t.start()
-    start = time.perf_counter()
-    s.aggregate(rows, rows, "mean", n_jobs=1)
-    elapsed = time.perf_counter() - start
-    done.set()
-    t.join()
+    ticks, elapsed, _ = ticks_while(lambda: s.aggregate(rows, rows, "mean", n_jobs=1))
     # A held GIL would leave the counter at ~0 for the whole (single) call.
     assert ticks >= 10, (elapsed, ticks)
 

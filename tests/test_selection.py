@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from typing import Any
 
 import numpy as np
@@ -501,25 +499,12 @@ def test_tie_ranks_given_explicitly_are_used_and_checked() -> None:
         select("fl", budget=3, kernel=ones, tie_ranks=-np.ones(10, np.int64))
 
 
-def test_gil_is_released_during_selection() -> None:
+def test_gil_is_released_during_selection(ticks_while: Any) -> None:
     """`select` runs the kernel build and the greedy with the GIL released (as the scorer)."""
     x = np.random.default_rng(0).standard_normal((4000, 64)).astype(np.float32)
-    ticks = 0
-    done = threading.Event()
-
-    def count() -> None:
-        nonlocal ticks
-        while not done.is_set():
-            ticks += 1
-            time.sleep(0.001)
-
-    t = threading.Thread(target=count)
-    t.start()
-    start = time.perf_counter()
-    result = select("fl", budget=100, embeddings=x, mode="dense", n_jobs=1)  # ~0.1-1 s
-    elapsed = time.perf_counter() - start
-    done.set()
-    t.join()
+    ticks, elapsed, result = ticks_while(
+        lambda: select("fl", budget=100, embeddings=x, mode="dense", n_jobs=1)  # ~0.1-1 s
+    )
     assert len(result) == 100
     # A held GIL would leave the counter at ~0 for the whole (single) call.
     assert ticks >= 10, (elapsed, ticks)
