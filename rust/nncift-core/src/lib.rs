@@ -5,6 +5,8 @@
 
 pub mod error;
 pub mod kernel;
+mod linalg;
+mod order;
 pub mod scorer;
 pub mod select;
 

@@ -21,8 +21,10 @@
 //! ([`Selection::stop`]).
 
 pub mod config;
+mod cosine;
 pub mod functions;
 pub mod kernels;
+mod knn;
 pub mod optimizers;
 mod simd;
 

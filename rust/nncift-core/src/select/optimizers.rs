@@ -24,6 +24,7 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 
 use super::functions::Problem;
 use crate::error::{CoreError, CoreResult};
+use crate::order::Ranked;
 
 /// Which greedy variant to run.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -154,42 +155,28 @@ pub struct Selection {
     pub stop: Option<Stop>,
 }
 
+/// A lazy-heap entry: the candidate under the one ordering (key = gain or gain / cost,
+/// then tie rank, then index; see [`crate::order`]) with its gain and freshness stamp.
 #[derive(Clone, Copy)]
 struct Item {
-    key: f64,
+    best: Ranked<f64>,
     gain: f64,
-    /// Tie rank of `j` (lower wins an exact tie of `key`).
-    rank: u64,
-    j: usize,
     stamp: u64,
 }
 impl PartialEq for Item {
     fn eq(&self, o: &Self) -> bool {
-        self.cmp(o) == Ordering::Equal
+        self.best == o.best
     }
 }
 impl Eq for Item {}
 impl Ord for Item {
     fn cmp(&self, o: &Self) -> Ordering {
-        self.key
-            .total_cmp(&o.key)
-            .then_with(|| o.rank.cmp(&self.rank))
-            .then_with(|| o.j.cmp(&self.j))
+        self.best.cmp(&o.best)
     }
 }
 impl PartialOrd for Item {
     fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
         Some(self.cmp(o))
-    }
-}
-
-/// `(key, j)` beats `(key2, j2)`: larger key, then lower tie rank, then lower index.
-#[inline]
-fn better(rank: &[u64], key: f64, j: usize, key2: f64, j2: usize) -> bool {
-    match key.total_cmp(&key2) {
-        Ordering::Greater => true,
-        Ordering::Less => false,
-        Ordering::Equal => (rank[j], j) < (rank[j2], j2),
     }
 }
 
@@ -207,8 +194,9 @@ struct Run<'p, 'a> {
 }
 
 impl Run<'_, '_> {
+    /// `(key, j)` beats `(key2, j2)` under the one ordering.
     fn better(&self, key: f64, j: usize, key2: f64, j2: usize) -> bool {
-        better(&self.rank, key, j, key2, j2)
+        Ranked::of(key, &self.rank, j) > Ranked::of(key2, &self.rank, j2)
     }
     fn key(&self, j: usize, g: f64) -> f64 {
         match &self.cfg.costs {
@@ -415,10 +403,8 @@ fn lazy(run: &mut Run<'_, '_>, batch: usize) -> CoreResult<()> {
         .iter()
         .zip(&gains)
         .map(|(&j, &g)| Item {
-            key: run.key(j, g),
+            best: Ranked::of(run.key(j, g), &run.rank, j),
             gain: g,
-            rank: run.rank[j],
-            j,
             stamp: 0,
         })
         .collect();
@@ -427,7 +413,7 @@ fn lazy(run: &mut Run<'_, '_>, batch: usize) -> CoreResult<()> {
     let mut buf = vec![0f64; batch];
     while !run.done() {
         // Items that no longer fit never will (the remaining budget only shrinks).
-        while heap.peek().is_some_and(|t| !run.fits(t.j)) {
+        while heap.peek().is_some_and(|t| !run.fits(t.best.idx)) {
             heap.pop();
         }
         let Some(top) = heap.peek().copied() else {
@@ -438,7 +424,7 @@ fn lazy(run: &mut Run<'_, '_>, batch: usize) -> CoreResult<()> {
             if run.should_stop(top.gain) {
                 break;
             }
-            run.take(top.j, top.gain)?;
+            run.take(top.best.idx, top.gain)?;
             version += 1;
             continue;
         }
@@ -446,7 +432,7 @@ fn lazy(run: &mut Run<'_, '_>, batch: usize) -> CoreResult<()> {
         while stale.len() < batch {
             match heap.peek() {
                 Some(t) if t.stamp != version => {
-                    let t = heap.pop().map(|t| t.j);
+                    let t = heap.pop().map(|t| t.best.idx);
                     if let Some(j) = t {
                         if run.fits(j) {
                             stale.push(j);
@@ -461,10 +447,8 @@ fn lazy(run: &mut Run<'_, '_>, batch: usize) -> CoreResult<()> {
         run.gains(&batch_items, out)?;
         for (&j, &g) in batch_items.iter().zip(out.iter()) {
             heap.push(Item {
-                key: run.key(j, g),
+                best: Ranked::of(run.key(j, g), &run.rank, j),
                 gain: g,
-                rank: run.rank[j],
-                j,
                 stamp: version,
             });
         }
@@ -523,10 +507,9 @@ fn stochastic(run: &mut Run<'_, '_>, epsilon: f64, lazier: bool, batch: usize) -
         } else {
             let mut order = sample.clone();
             let rank = &run.rank;
+            // Best bound first, under the one ordering.
             order.sort_by(|a, b| {
-                bound[b.1]
-                    .total_cmp(&bound[a.1])
-                    .then_with(|| (rank[a.1], a.1).cmp(&(rank[b.1], b.1)))
+                Ranked::of(bound[b.1], rank, b.1).cmp(&Ranked::of(bound[a.1], rank, a.1))
             });
             let mut i = 0;
             while i < order.len() {
