@@ -57,11 +57,6 @@ impl std::fmt::Debug for BoundScorer {
     }
 }
 impl BoundScorer {
-    /// The scorer this was bound from.
-    pub fn scorer(&self) -> &Arc<Scorer> {
-        &self.scorer
-    }
-
     /// Packed blocks for `sel` out of the bound pack `src` (block size `b`), borrowing a
     /// slice when the selection starts on a block boundary, gathering otherwise.
     fn packed<'s>(

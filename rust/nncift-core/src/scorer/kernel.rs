@@ -46,15 +46,6 @@ impl Isa {
         Isa::Generic
     }
 
-    /// Vector width in f32 lanes.
-    pub fn lanes(self) -> usize {
-        match self {
-            Isa::Avx512 => 16,
-            Isa::Avx2 => 8,
-            Isa::Generic => 4,
-        }
-    }
-
     pub fn name(self) -> &'static str {
         match self {
             Isa::Avx512 => "avx512",

@@ -101,11 +101,6 @@ impl CosineSource {
         self.cols.as_ref().unwrap_or(&self.rows)
     }
 
-    /// Embedding width `d`.
-    pub fn dim(&self) -> usize {
-        self.rows.ncols()
-    }
-
     /// The square source over the items `idx` of a square source (rows are
     /// copied, already normalised, so every entry keeps its exact bits).
     pub fn subset(&self, idx: &[usize]) -> CoreResult<Self> {
@@ -178,11 +173,6 @@ impl CosineSource {
             },
         )?;
         Ok(out)
-    }
-
-    /// Whether this is the square kernel of one embedding set.
-    pub fn is_square(&self) -> bool {
-        self.cols.is_none()
     }
 }
 

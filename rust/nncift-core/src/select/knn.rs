@@ -7,7 +7,7 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-use ndarray::{s, ArrayView2};
+use ndarray::s;
 use rayon::prelude::*;
 
 use super::cosine::CosineSource;
@@ -304,25 +304,6 @@ impl SparseKernel {
             first.merge(other);
         }
         Ok(Self::from_columns(n, first.into_columns()))
-    }
-
-    /// Keep every entry of a dense kernel with `|K| > 0` (for tests and small kernels).
-    pub fn from_dense(k: ArrayView2<'_, f32>) -> Self {
-        let (n, m) = k.dim();
-        let cols = (0..m)
-            .map(|t| {
-                (0..n)
-                    .filter(|&j| k[[j, t]] != 0.0)
-                    .map(|j| (j as u32, k[[j, t]]))
-                    .collect()
-            })
-            .collect();
-        Self::from_columns(n, cols)
-    }
-
-    /// Approximate heap bytes held.
-    pub fn memory_bytes(&self) -> usize {
-        2 * self.nnz() * 8 + (self.n_rows + self.n_cols + 2) * 8
     }
 }
 
