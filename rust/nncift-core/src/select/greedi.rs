@@ -13,9 +13,9 @@ use rand_xoshiro::rand_core::{RngCore, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 use super::{
-    build_kernel, effective_optimizer, functions, maximize, resolve_ranks, CosineSource, Extras,
-    Greedi, KernelData, KernelSpec, Mode, Outcome, Problem, Request, Selection, SetFunction,
-    SharedSource, SparseKernel, Stop,
+    build_kernel, effective_optimizer, functions, maximize, resolve_ranks, solve_config,
+    CosineSource, Extras, Greedi, KernelData, KernelSpec, Mode, Outcome, Problem, Request,
+    Selection, SetFunction, SharedSource, SparseKernel, Stop,
 };
 use crate::error::{CoreError, CoreResult};
 use crate::kernel::PairwiseSource;
@@ -178,11 +178,7 @@ impl Parts<'_, '_> {
         )?;
         *tk += tk0.elapsed().as_secs_f64();
         let ts0 = Instant::now();
-        let mut cfg = req.run.clone();
-        cfg.count = budget.min(idx.len());
-        cfg.optimizer = effective_optimizer(&req.function, cfg.optimizer);
-        cfg.exempt_first = matches!(req.function, SetFunction::DisparitySum);
-        cfg.tie_ranks = Some(part_ranks);
+        let cfg = solve_config(req, budget.min(idx.len()), part_ranks);
         let mut sel = maximize(&mut problem, &cfg)?;
         *ts += ts0.elapsed().as_secs_f64();
         sel.indices = sel.indices.into_iter().map(|a| idx[a]).collect();

@@ -297,11 +297,8 @@ fn run_in_pool(req: &Request<'_>) -> CoreResult<Outcome> {
     let mut problem = Problem::new(&req.function, kernel, extras)?;
     timings.push(("kernel".to_string(), t0.elapsed().as_secs_f64()));
     let mode = problem.mode_name().to_string();
-    let mut cfg = req.run.clone();
-    let optimizer = effective_optimizer(&req.function, cfg.optimizer);
-    cfg.optimizer = optimizer;
-    cfg.exempt_first = matches!(req.function, SetFunction::DisparitySum);
-    cfg.tie_ranks = Some(ranks);
+    let cfg = solve_config(req, req.run.count, ranks);
+    let optimizer = cfg.optimizer;
     let t1 = Instant::now();
     let selection = maximize(&mut problem, &cfg)?;
     timings.push(("select".to_string(), t1.elapsed().as_secs_f64()));
@@ -311,6 +308,18 @@ fn run_in_pool(req: &Request<'_>) -> CoreResult<Outcome> {
         mode,
         optimizer: optimizer.name().to_string(),
     })
+}
+
+/// What [`maximize`] gets for `req` over items whose tie ranks are `ranks`, choosing at
+/// most `count`: the effective optimizer, disparity-sum's exempt first pick and the ranks
+/// (one run, a partition-and-merge part and its merge alike).
+fn solve_config(req: &Request<'_>, count: usize, ranks: Vec<u64>) -> RunConfig {
+    let mut cfg = req.run.clone();
+    cfg.count = count;
+    cfg.optimizer = effective_optimizer(&req.function, cfg.optimizer);
+    cfg.exempt_first = matches!(req.function, SetFunction::DisparitySum);
+    cfg.tie_ranks = Some(ranks);
+    cfg
 }
 
 /// The run's tie ranks for `n` items: the given ones (checked), else drawn from the seed.
