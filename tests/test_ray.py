@@ -308,7 +308,7 @@ def test_partition_and_merge_on_ray_equals_local(
     if source == "constant":
         data = {"kernel": np.ones((240, 240), np.float32)}
     for seed, parts in ((0, 3), (5, 4)):
-        local = select(objective, budget=20, optimizer="greedi", greedi_parts=parts, seed=seed,
+        local = select(objective, budget=20, optimizer="greedi", greedi_parts=parts, random_state=seed,
                        **data)  # fmt: skip
         got, info = select_partitioned(
             RaySettings(), objective, budget=20, parts=parts, seed=seed, **data
@@ -355,7 +355,9 @@ def test_select_on_ray_equals_local_partition_and_merge(
     got = [json.loads(x)["nncift_id"] for x in out.read_text().splitlines()]
     items = load_items(str(pool_file))
     emb = Embedder("default", progress=False).embed(items.texts)
-    local = select("fl", budget=15, embeddings=emb, optimizer="greedi", greedi_parts=3, seed=4)
+    local = select(
+        "fl", budget=15, embeddings=emb, optimizer="greedi", greedi_parts=3, random_state=4
+    )
     assert got == [items.ids[i] for i in local.indices]
     man = json.loads((tmp_path / "s.manifest.json").read_text())
     assert man["stages"]["select"]["ray"]["parts"] == 3

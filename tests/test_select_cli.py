@@ -58,6 +58,22 @@ def test_select_is_deterministic_and_parquet_output(pool_file: Path, tmp_path: P
     assert pl.read_parquet(b)["nncift_id"].to_list() == ids_a
 
 
+def test_n_jobs_minus_one_means_all_cores_and_changes_nothing(
+    pool_file: Path, tmp_path: Path
+) -> None:
+    base = ["select", "--pool", str(pool_file), "--budget", "6"]
+    outs = []
+    for jobs in ("-1", "1"):
+        out = tmp_path / f"jobs{jobs}.jsonl"
+        code, output = run(*base, "--n-jobs", jobs, "--out", str(out))
+        assert code == 0, output
+        outs.append([json.loads(line)["nncift_id"] for line in out.read_text().splitlines()])
+    assert outs[0] == outs[1]
+    code, output = run(*base, "--n-jobs", "-2", "--out", str(tmp_path / "bad.jsonl"))
+    assert code != 0 and "-2" in output
+    assert not (tmp_path / "bad.jsonl").exists()
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [

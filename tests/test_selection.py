@@ -178,7 +178,9 @@ def test_stochastic_optimizers_keep_the_guarantee_over_seeds() -> None:
     eps = 0.1
     for name in ("stochastic", "lazier-than-lazy"):
         ratios = [
-            select("fl", budget=30, embeddings=x, optimizer=name, epsilon=eps, seed=s).objective
+            select(
+                "fl", budget=30, embeddings=x, optimizer=name, epsilon=eps, random_state=s
+            ).objective
             / lazy.objective
             for s in range(8)
         ]
@@ -217,7 +219,7 @@ def test_thread_count_does_not_change_bits(optimizer: str) -> None:
         budget=25,
         embeddings=x,
         optimizer=optimizer,
-        seed=3,
+        random_state=3,
         greedi_parts=3,
         stop_if_zero_gain=False,
     )
@@ -231,7 +233,7 @@ def test_thread_count_does_not_change_bits(optimizer: str) -> None:
 def test_seeds_reproduce_and_differ() -> None:
     x = blobs(500, 8, 6)
     runs = [
-        select("fl", budget=20, embeddings=x, optimizer="stochastic", epsilon=0.5, seed=s)
+        select("fl", budget=20, embeddings=x, optimizer="stochastic", epsilon=0.5, random_state=s)
         for s in (1, 1, 2)
     ]
     assert runs[0].indices.tolist() == runs[1].indices.tolist()
@@ -405,7 +407,7 @@ def _tie_runs(objective: str, **kw: object) -> dict[tuple[str, int, int], list[i
     for optimizer in optimizers:
         for seed in (0, 1):
             for n_jobs in (1, 2, 4):
-                r = select(objective, budget=10, optimizer=optimizer, seed=seed, n_jobs=n_jobs,
+                r = select(objective, budget=10, optimizer=optimizer, random_state=seed, n_jobs=n_jobs,
                            greedi_parts=3, **kw)  # type: ignore[arg-type]  # fmt: skip
                 assert len(r) == 10 and not r.short
                 out[optimizer, seed, n_jobs] = r.indices.tolist()

@@ -151,6 +151,6 @@ def greedi_plan(
     ...
 
 def tie_ranks(n: int, seed: int) -> _npt.NDArray[_np.int64]:
-    """The tie order `select(seed=seed)` uses on `n` items: a permutation of 0..n; of two
+    """The tie order `nncift.select(random_state=seed)` uses on `n` items: a permutation of 0..n; of two
     equal gains the item with the lower rank is chosen."""
     ...

@@ -23,7 +23,6 @@ Pairwise matrices only; pointwise labels need no quadrants (Q1 / rest).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -511,10 +510,6 @@ def write_sweep_json(records: list[dict[str, Any]], path: str | os.PathLike[str]
     from nncift.io import write_json_atomic
 
     write_json_atomic(Path(path), _finite(records))
-
-
-def report_to_json_text(report: EvaluationReport) -> str:
-    return json.dumps(_finite(report.to_dict()), indent=2)
 
 
 __all__ = [

@@ -96,10 +96,10 @@ def selection_options(fn: F) -> F:
         ),
         click.option(
             "--n-jobs",
-            type=click.IntRange(min=0),
+            type=click.IntRange(min=-1),
             default=0,
             show_default=True,
-            help="Threads for selection (0 = all cores); results do not depend on it.",
+            help="Threads for selection (0 or -1 = all cores); results do not depend on it.",
         ),
         click.option(
             "--stop-at-zero/--no-stop-at-zero",
