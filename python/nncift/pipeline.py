@@ -26,17 +26,20 @@ from nncift.valuation import ValuationOptions, Valuer, label_key
 log = logging.getLogger(__name__)
 
 #: Valuation methods `run_select` knows. `embedding`: selection on the cosine similarity of
-#: sentence embeddings (the strong cheap baseline); `random`: a seeded uniform sample; the
-#: influence functions (`delift`, `delift-se`, `less`, `selectit`) run through NN-CIFT (label
+#: sentence embeddings (the strong cheap baseline); `rds`: the same on RDS+ features, the base
+#: LM's position-weighted mean-pooled hidden states (Ivison et al. 2025; `nncift.lm_features`);
+#: `random`: a seeded uniform sample; the influence functions (`delift`, `delift-se`, `less`, `selectit`) run through NN-CIFT (label
 #: the u-block, train the network, predict the rest) or exactly with `exact=True`.
-METHODS = ("embedding", "random", "delift", "delift-se", "less", "selectit")
+METHODS = ("embedding", "rds", "random", "delift", "delift-se", "less", "selectit")
+#: Methods that select on cosine similarities of item vectors (no influence labels).
+COSINE_METHODS = ("embedding", "rds")
 
 
 def resolve_objective(objective: str, method: str, has_target: bool) -> str:
     """`auto` -> the method's own selection rule (method.md): top-k for less and selectit,
     FLMI with the target as queries when a target set is given, else facility location.
     An objective no method here can feed (mix without scores) is refused."""
-    if objective == "mix" and method in ("embedding", "delift", "delift-se"):
+    if objective == "mix" and method in ("embedding", "rds", "delift", "delift-se"):
         # mix weighs a kernel against a score per item; these methods give a kernel only.
         raise InputError(
             f"objective mix needs a score per pool item, which --method {method} "
@@ -203,6 +206,8 @@ def run_select(
     """
     _check_method(options.method)
     options = _with_provided(options, pool, target, embeddings, target_embeddings)
+    if options.method == "rds":
+        require_lm_extra()
     out_path = Path(out) if out is not None else None
     if out_path is not None:
         check_output_path(out_path)
@@ -220,13 +225,16 @@ def run_select(
             gains = np.zeros(k, dtype=np.float64)
             value = None
     else:
-        if embeddings is not None:
+        if options.method == "rds":
+            pool_emb, target_emb = _lm_features(pool, target, options, manifest, progress)
+            kwargs = _embedding_inputs(objective, pool_emb, target_emb, method="rds")
+        elif embeddings is not None:
             pool_emb, target_emb, model_id = _provided(embeddings, target_embeddings, manifest)
         else:
             pool_emb, target_emb, model_id = _embed(pool, target, options, manifest, progress)
         if options.method == "embedding":
             kwargs = _embedding_inputs(objective, pool_emb, target_emb)
-        else:
+        elif options.method != "rds":
             valuation = _value(
                 pool, target, pool_emb, target_emb, options, objective, manifest, progress, model_id
             )
@@ -318,7 +326,7 @@ def _warn_if_unranked(gains: np.ndarray, method: str, manifest: Manifest) -> Non
     if k >= 4 and n > k // 2:
         advice = (
             "the kernel is saturated; lower --budget"
-            if method == "embedding"  # no network: only saturation can cause it
+            if method in COSINE_METHODS  # no network: only saturation can cause it
             else "the values are (near-)constant or the kernel is saturated; check the "
             "network's validation error in the manifest (stages.train_*), raise --u, lower "
             "--budget or use --exact"
@@ -377,6 +385,12 @@ def _with_provided(
     target_embeddings: ProvidedEmbeddings | None,
 ) -> SelectOptions:
     """Check provided embeddings against the run; they replace the embedder's id."""
+    if options.method == "rds" and (embeddings is not None or target_embeddings is not None):
+        raise InputError(
+            "--method rds selects on the LM's own hidden states (RDS+ features), which it "
+            "computes itself; --embeddings / --target-embeddings are other vectors: drop them, "
+            "or use --method embedding to select on the vectors you have"
+        )
     if embeddings is None:
         if target_embeddings is not None:
             raise InputError(
@@ -439,15 +453,19 @@ def _embed(
 
 
 def _embedding_inputs(
-    objective: str, pool_emb: np.ndarray, target_emb: np.ndarray | None
+    objective: str,
+    pool_emb: np.ndarray,
+    target_emb: np.ndarray | None,
+    method: str = "embedding",
 ) -> dict[str, Any]:
-    """Selection inputs for the embedding method: cosine kernels built in Rust."""
+    """Selection inputs for the embedding and rds methods: cosine kernels built in Rust from
+    L2-normalised vectors (sentence embeddings, or RDS+ features)."""
     if objective in ("flmi", "flcg") and target_emb is None:
         raise InputError(f"objective {objective} needs a target set: give --target")
     if objective == "topk":
         if target_emb is None:
             raise InputError(
-                "top-k with the embedding method ranks by similarity to --target; give one"
+                f"top-k with the {method} method ranks by similarity to --target; give one"
             )
         # The cheap baseline of Ivison et al.: mean cosine similarity to the target set.
         return {"scores": (pool_emb @ target_emb.T).mean(axis=1).astype(np.float32)}
@@ -457,6 +475,56 @@ def _embedding_inputs(
     elif objective == "flcg":
         kwargs["private_embeddings"] = target_emb
     return kwargs
+
+
+def require_lm_extra() -> None:
+    """The one-line error of `--method rds` without the `lm` extra."""
+    from nncift.extras import require
+
+    require("torch", "transformers", purpose="--method rds (LM hidden-state features)", extra="lm")
+
+
+def lm_featurizer(options: SelectOptions, progress: bool = True) -> Any:
+    """The `nncift.lm_features.LMFeaturizer` of a run: LM, dtype and context from
+    `options.valuation` (`--lm`, `--dtype`, `--max-length`), device and cache from `options`."""
+    from nncift.lm_features import LMFeaturizer
+
+    v = valuation_options(options)
+    return LMFeaturizer(
+        v.lm, device=v.device or options.device, dtype=v.dtype, max_length=v.max_length,
+        cache_dir=options.cache_dir, progress=progress,
+    )  # fmt: skip
+
+
+def _lm_features(
+    pool: Items, target: Items | None, options: SelectOptions, manifest: Manifest, progress: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """RDS+ features of pool and targets (stage ``lm_features``; summary in
+    ``results.lm_features``: LM, pooling, dimension, truncated items, seconds)."""
+    featurizer = lm_featurizer(options, progress)
+    with manifest.stage("lm_features") as rec:
+        pool_x = featurizer.features(pool)  # (M, H)
+        rec.update(featurizer.describe(), pool=dict(featurizer.last_stats))
+        target_x = None
+        if target is not None:
+            target_x = featurizer.features(target)  # (N, H)
+            rec.update(target=dict(featurizer.last_stats))
+    truncated = sum(int(rec[k]["truncated"]) for k in ("pool", "target") if k in rec)
+    manifest.results["lm_features"] = {
+        "lm": rec["lm"],
+        "pooling": rec["pooling"],
+        "pooling_version": rec["pooling_version"],
+        "dimension": int(pool_x.shape[1]),
+        "truncated": truncated,
+        "max_length": rec["max_length"],
+        "seconds": rec["seconds"],
+    }
+    if truncated:
+        manifest.results.setdefault("warnings", []).append(
+            f"{truncated} items were longer than {rec['max_length']} tokens and were cut from "
+            "the left for their LM features"
+        )
+    return pool_x, target_x
 
 
 def _value(
@@ -485,6 +553,61 @@ def _value(
     valuation = valuer.value(objective)
     manifest.results["valuation"] = valuation.info
     return valuation
+
+
+def _plan_lm_features(
+    pool: Items, target: Items | None, options: SelectOptions, throughput: Any
+) -> dict[str, Any]:
+    """The ``lm_features`` stage of a plan: one forward per item not cached yet, grouped in
+    the run's batches and priced with the LM probe of this machine (or `throughput`)."""
+    from nncift import lm_probe
+    from nncift.embed import default_cache_dir
+    from nncift.lm_features import BATCH_TOKENS, MAX_BATCH
+    from nncift.plan import LMWork
+
+    v = valuation_options(options)
+    featurizer = lm_featurizer(options, progress=False)
+    work = LMWork()
+    cached = truncated = 0
+    dimension = 0
+    for items in (pool, target):
+        if items is None:
+            continue
+        todo = featurizer.pending(items)
+        work.add(todo["lengths"], [0] * len(todo["lengths"]), batch_tokens=BATCH_TOKENS,
+                 max_batch=MAX_BATCH)  # fmt: skip
+        cached += todo["cached"]
+        truncated += todo["truncated"]
+        dimension = todo["dimension"]
+    probe_cached = throughput is not None
+    cache = Path(options.cache_dir) if options.cache_dir else default_cache_dir()
+    if throughput is None and work.passes:
+        throughput, _, probe_cached = lm_probe.get_throughput(
+            cache, lm=v.lm, device=v.device or options.device, dtype=v.dtype,
+            max_length=v.max_length,
+        )  # fmt: skip
+    seconds, basis = 0.0, "all cached"
+    notes: list[str] = []
+    if throughput is not None and work.passes:
+        passes_s = work.seconds(throughput)
+        seconds = throughput.load_seconds + passes_s
+        basis = f"LM load {throughput.load_seconds:.0f} s + passes {passes_s:,.0f} s"
+        notes.append(
+            f"measured on this machine: {throughput.forward.tokens_per_second():,.0f} tokens/s "
+            "(LM forward); " + ("probe cached" if probe_cached else "probed now")
+            + "; a busier machine takes longer"
+        )  # fmt: skip
+    n_texts = len(pool) + (len(target) if target is not None else 0)
+    extra = [f"{work.passes:,} LM passes", f"{work.tokens:,} tokens", f"~{seconds:,.0f} s: {basis}"]
+    line = (
+        f"  lm_features      RDS+ features of {n_texts:,} texts with {featurizer.describe()['lm']}"
+        f", {dimension}-d, one forward per item, {cached:,} cached, {truncated:,} cut to "
+        f"{featurizer.context} tokens ({', '.join(extra)})"
+    )
+    return {
+        "line": line, "passes": work.passes, "seconds": seconds, "dimension": dimension,
+        "notes": notes,
+    }  # fmt: skip
 
 
 def _influence_inputs(objective: str, valuation: Any) -> dict[str, Any]:
@@ -532,15 +655,29 @@ def plan_select(
     options = _with_provided(options, pool, target, embeddings, target_embeddings)
     k = resolve_budget(options.budget, len(pool))
     objective = resolve_objective(options.objective, options.method, target is not None)
-    if options.method == "embedding":  # the run's input checks, on stand-in embeddings
+    if options.method in COSINE_METHODS:  # the run's input checks, on stand-in embeddings
         stand_in = np.zeros((1, 1), dtype=np.float32)
-        _embedding_inputs(objective, stand_in, None if target is None else stand_in)
+        _embedding_inputs(
+            objective, stand_in, None if target is None else stand_in, method=options.method
+        )
+    if options.method == "rds":
+        require_lm_extra()
+    total_passes, total_seconds = 0, 0.0
+    notes: list[str] = []
     lines = [
         f"plan: {options.method} on {len(pool):,} pool items"
         + (f" and {len(target):,} targets" if target is not None else "")
         + f", objective {objective}, budget {k:,}"
     ]
-    if options.method != "random" and embeddings is not None:
+    feature_dim = None
+    if options.method == "rds":
+        rds = _plan_lm_features(pool, target, options, throughput)
+        lines.append(rds["line"])
+        total_passes += rds["passes"]
+        total_seconds += rds["seconds"]
+        feature_dim = rds["dimension"]
+        notes.extend(rds["notes"])
+    elif options.method != "random" and embeddings is not None:
         d = embeddings.vectors.shape[1]
         lines.append(f"  embed            none: {d}-d embeddings provided ({embeddings.path})")
     elif options.method != "random":
@@ -548,8 +685,6 @@ def plan_select(
         lines.append(
             f"  embed            {n_texts:,} texts with {options.embedder} (cached texts skipped)"
         )
-    total_passes, total_seconds = 0, 0.0
-    notes: list[str] = []
     if options.method in ("delift", "delift-se", "less", "selectit"):
         vplan = plan_valuation(
             pool, target, valuation_options(options), objective,
@@ -587,8 +722,10 @@ def plan_select(
             )
     if options.method != "random":
         d = 384 if embeddings is None else embeddings.vectors.shape[1]  # MiniLM's, by default
+        if feature_dim is not None:
+            d = feature_dim
         n_q = len(target) if target is not None and objective in ("flmi", "flcg") else 0
-        given = options.method != "embedding"
+        given = options.method not in COSINE_METHODS
         plan = estimate_selection(
             len(pool), budget=k, d=d, objective=objective, n_queries=n_q, kernel_given=given,
         )  # fmt: skip
@@ -603,7 +740,8 @@ def plan_select(
         lines.append(f"  select           {plan}{held}")
         total_seconds += plan.seconds
     lines.append(
-        f"total: {total_passes:,} LM passes, roughly {total_seconds:,.0f} s before embedding"
+        f"total: {total_passes:,} LM passes, roughly {total_seconds:,.0f} s"
+        + ("" if options.method == "rds" else " before embedding")
     )
     lines.extend(notes)
     return "\n".join(lines)

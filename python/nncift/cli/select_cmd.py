@@ -61,12 +61,15 @@ def provided_embeddings(
 )
 @click.option(
     "--method",
-    type=click.Choice(["embedding", "random", "delift", "delift-se", "less", "selectit"]),
+    type=click.Choice(["embedding", "rds", "random", "delift", "delift-se", "less", "selectit"]),
     default="embedding",
     show_default=True,
     help="How items are valued. delift / delift-se / less / selectit: that influence function "
     "through NN-CIFT (label the u-block, train the network, predict the rest); embedding: cosine "
-    "similarity of sentence embeddings (the cheap baseline); random: a seeded sample.",
+    "similarity of sentence embeddings (the cheap baseline); rds: RDS+ (Ivison et al. 2025), cosine "
+    "similarity of the LM's position-weighted mean-pooled final hidden states, one LM forward per "
+    "item (--lm, --max-length; needs the lm extra; not with --embeddings); random: a seeded "
+    "sample.",
 )
 @click.option(
     "--u",
@@ -85,7 +88,7 @@ def provided_embeddings(
     "--lm",
     default="default",
     show_default=True,
-    help="Language model for delift/less/selectit: 'default' (packaged SmolLM2-135M-Instruct), "
+    help="Language model for delift/less/selectit/rds: 'default' (packaged SmolLM2-135M-Instruct), "
     "a local folder or a hub id.",
 )
 @click.option(
