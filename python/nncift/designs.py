@@ -1,0 +1,550 @@
+"""Labelling designs: which (pool item, target) pairs, or which items, to label for a given
+LM cost.
+
+The paper labels the first-u block (`block`): no item outside it has a single label, so
+per-item effects, most of what is learnable cheaply (docs/valuation.md), can only come from
+embeddings. `spread` gives every pool item a few labels; `landmark` is a spread over a chosen
+subset of pool items (Influence Distillation's landmarks) when the budget cannot cover all of
+them; `active` labels in rounds where a fitted estimator is least certain about the items the
+selection would pick. Pointwise methods choose items: `random_items`, `diverse_items`
+(k-centre on embeddings), `active_items`.
+
+Designs are compared at equal LM cost, not equal pair counts: `design_cost` counts the LM
+passes and tokens a design takes, the way `nncift.influence` runs them (DELIFT: one
+no-example pass per target used, one example-prefix pass per pool item shared by its targets,
+one suffix pass per pair; LESS: gradients per item, not per pair; SelectIT: prompts x LMs per
+item). Everything here is a pure function of its arguments and a seed.
+
+    cost = lambda d: design_cost(d, "delift", lengths=lengths).tokens
+    d = spread_for_budget(140, 70, budget=5000, cost=cost, seed=0)
+    d.rows, d.cols  # (n,) int64 pairs to label
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from nncift.errors import InputError
+
+#: Methods whose labels are pairs (pool item, target) and those that label items.
+PAIRWISE_METHODS = ("delift", "delift-se", "less")
+POINTWISE_METHODS = ("selectit", "less-mean")
+PAIRWISE_DESIGNS = ("block", "spread", "landmark", "active")
+POINTWISE_DESIGNS = ("random", "diverse", "active")
+
+
+@dataclass(frozen=True)
+class Design:
+    """Pairs (rows[k], cols[k]) to label, or items rows[k] (cols None).
+
+    name: the design's name. rows / cols: (n,) int64 pool / target indices. n_rows /
+    n_cols: sizes of the full pool and target set (n_cols None: pointwise). info: the
+    design's parameters (u, per_row, ...).
+    """
+
+    name: str
+    rows: np.ndarray
+    cols: np.ndarray | None
+    n_rows: int
+    n_cols: int | None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.rows.size)
+
+    @property
+    def pointwise(self) -> bool:
+        return self.cols is None
+
+    def labelled_rows(self) -> np.ndarray:
+        """Distinct pool items with at least one label, sorted."""
+        return np.unique(self.rows)
+
+    def labelled_cols(self) -> np.ndarray:
+        """Distinct targets with at least one label, sorted (empty when pointwise)."""
+        return np.unique(self.cols) if self.cols is not None else np.zeros(0, np.int64)
+
+    def union(self, other: Design, name: str | None = None) -> Design:
+        """This design plus `other`'s pairs not already in it (order kept)."""
+        if (self.cols is None) != (other.cols is None):
+            raise InputError("cannot join a pairwise and a pointwise design")
+        if self.cols is None:
+            rows = _unique_keep_order(np.concatenate([self.rows, other.rows]))
+            return Design(name or self.name, rows, None, self.n_rows, None, dict(self.info))
+        assert other.cols is not None and self.n_cols is not None
+        key = np.concatenate([self.rows, other.rows]) * self.n_cols + np.concatenate(
+            [self.cols, other.cols]
+        )
+        key = _unique_keep_order(key)
+        return Design(
+            name or self.name, key // self.n_cols, key % self.n_cols, self.n_rows,
+            self.n_cols, dict(self.info),
+        )  # fmt: skip
+
+
+def _unique_keep_order(a: np.ndarray) -> np.ndarray:
+    _, first = np.unique(a, return_index=True)
+    return np.asarray(a[np.sort(first)], dtype=np.int64)
+
+
+# ------------------------------------------------------------------------------- cost
+
+
+@dataclass(frozen=True)
+class Lengths:
+    """Token lengths that price a design (all int64; any may be None to count passes only).
+
+    DELIFT: example (M,) tokens of a pool item's example prefix (header + example + tail);
+    query (N,) tokens of a target's suffix after the prefix (prompt + response);
+    no_example (N,) tokens of a target's no-example sequence. LESS / SelectIT: item (M,)
+    and target (N,) tokens of an item's sequence (SelectIT: one prompt's sequence).
+    """
+
+    example: np.ndarray | None = None
+    query: np.ndarray | None = None
+    no_example: np.ndarray | None = None
+    item: np.ndarray | None = None
+    target: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class LMCost:
+    """LM passes and tokens of a design. fixed_passes / fixed_tokens: what any design of the
+    method pays once whatever it labels (LESS's warm-up training); included in passes /
+    tokens. tokens is None when no lengths were given."""
+
+    passes: int
+    tokens: int | None
+    fixed_passes: int = 0
+    fixed_tokens: int | None = 0
+
+    @property
+    def variable_passes(self) -> int:
+        return self.passes - self.fixed_passes
+
+    @property
+    def variable_tokens(self) -> int | None:
+        if self.tokens is None:
+            return None
+        return self.tokens - int(self.fixed_tokens or 0)
+
+
+def design_cost(
+    design: Design,
+    method: str,
+    *,
+    lengths: Lengths | None = None,
+    kv_reuse: bool = True,
+    checkpoints: int = 2,
+    warmup_passes: int = 0,
+    warmup_tokens: int = 0,
+    passes_per_item: int = 5,
+) -> LMCost:
+    """The LM passes (and tokens, given `lengths`) that labelling `design` takes.
+
+    delift: one no-example pass per distinct target; per distinct pool item, one prefix pass
+    shared by its targets when it has more than one and `kv_reuse` (its tokens are then
+    paid once), else the prefix is part of each pair's sequence; one pass per pair.
+    delift-se: no LM (0). less (pairs): gradients of every distinct pool item and target at
+    each of `checkpoints`, plus the warm-up (`warmup_passes` / `warmup_tokens`, fixed).
+    less-mean / selectit (items): `checkpoints` (LESS) or `passes_per_item` (SelectIT:
+    prompts x LMs) passes per item.
+    """
+    lengths = lengths or Lengths()
+    if method == "delift-se":
+        return LMCost(0, 0)
+    if method == "delift":
+        if design.cols is None:
+            raise InputError("DELIFT labels pairs; a pointwise design does not fit it")
+        return _delift_cost(design, lengths, kv_reuse)
+    if method == "less":
+        if design.cols is None:
+            raise InputError("LESS pairs need a pairwise design; use less-mean for items")
+        rows, cols = design.labelled_rows(), design.labelled_cols()
+        passes = (rows.size + cols.size) * checkpoints + warmup_passes
+        tokens = None
+        if lengths.item is not None and lengths.target is not None:
+            per = int(lengths.item[rows].sum()) + int(lengths.target[cols].sum())
+            tokens = per * checkpoints + warmup_tokens
+        return LMCost(int(passes), tokens, warmup_passes, warmup_tokens)
+    if method in ("selectit", "less-mean"):
+        per = passes_per_item if method == "selectit" else checkpoints
+        items = np.unique(design.rows)
+        tokens = None if lengths.item is None else int(lengths.item[items].sum()) * per
+        fixed = warmup_passes if method == "less-mean" else 0
+        fixed_t = warmup_tokens if method == "less-mean" else 0
+        return LMCost(
+            int(items.size * per + fixed), None if tokens is None else tokens + fixed_t,
+            fixed, fixed_t,
+        )  # fmt: skip
+    raise InputError(
+        f"unknown method {method!r} for design_cost; choose from "
+        f"{', '.join(PAIRWISE_METHODS + POINTWISE_METHODS)}"
+    )
+
+
+def _delift_cost(design: Design, lengths: Lengths, kv_reuse: bool) -> LMCost:
+    assert design.cols is not None
+    rows, cols = design.rows, design.cols
+    used_cols = np.unique(cols)
+    row_ids, per_row = np.unique(rows, return_counts=True)
+    shared = row_ids[per_row > 1] if kv_reuse else np.zeros(0, np.int64)
+    passes = used_cols.size + shared.size + rows.size
+    tokens = None
+    if lengths.example is not None and lengths.query is not None and lengths.no_example is not None:
+        ex = lengths.example
+        is_shared = np.zeros(design.n_rows, dtype=bool)
+        is_shared[shared] = True
+        pair_tokens = lengths.query[cols] + np.where(is_shared[rows], 0, ex[rows])
+        tokens = int(lengths.no_example[used_cols].sum() + ex[shared].sum() + pair_tokens.sum())
+    return LMCost(int(passes), tokens)
+
+
+def full_design(n_rows: int, n_cols: int | None) -> Design:
+    """Every pair (or item): the exact matrix, whose cost the budgets are fractions of."""
+    if n_cols is None:
+        return Design("full", np.arange(n_rows, dtype=np.int64), None, n_rows, None)
+    rows = np.repeat(np.arange(n_rows, dtype=np.int64), n_cols)
+    cols = np.tile(np.arange(n_cols, dtype=np.int64), n_rows)
+    return Design("full", rows, cols, n_rows, n_cols)
+
+
+# ----------------------------------------------------------------------- pairwise designs
+
+CostFn = Callable[[Design], float]
+
+
+def block(n_rows: int, n_cols: int, *, u: float, seed: int = 0) -> Design:
+    """The paper's first-u block of the seeded shuffle (`nncift.labelling.labelled_block`),
+    as pairs (row-major over the block)."""
+    from nncift.labelling import labelled_block
+
+    r, c = labelled_block(n_rows, n_cols, u=u, seed=seed)
+    assert c is not None
+    rows, cols = np.repeat(r, c.size), np.tile(c, r.size)
+    info = {"u": float(u), "block_rows": int(r.size), "block_cols": int(c.size)}
+    return Design("block", rows, cols, n_rows, n_cols, info)
+
+
+def block_for_budget(
+    n_rows: int, n_cols: int, *, budget: float, cost: CostFn, seed: int = 0
+) -> Design:
+    """The largest first-u block whose cost is within `budget` (u = block rows / n_rows).
+
+    Raises InputError naming the cost of the smallest block when even that does not fit.
+    """
+    best = None
+    for a in range(1, n_rows + 1):
+        d = block(n_rows, n_cols, u=a / n_rows, seed=seed)
+        if cost(d) > budget:
+            if best is None:
+                raise InputError(
+                    f"label budget {budget:g} is below the smallest block's cost {cost(d):g} "
+                    f"({len(d)} pair(s)); raise the budget to at least {cost(d):g}"
+                )
+            break
+        best = d
+    assert best is not None
+    return best
+
+
+def spread(
+    n_rows: int,
+    n_cols: int,
+    *,
+    per_row: int,
+    seed: int = 0,
+    rows: np.ndarray | None = None,
+    cols: np.ndarray | None = None,
+    name: str = "spread",
+) -> Design:
+    """A balanced incidence design: each of `rows` (default: every pool item) gets `per_row`
+    distinct targets from `cols` (default: every target), and every target of `cols` gets
+    floor or ceil of per_row * len(rows) / len(cols) items (exactly that when it divides).
+
+    Rows and targets are shuffled with `seed`; row a of the shuffle takes targets
+    a * per_row .. a * per_row + per_row - 1 (mod len(cols)) of the targets' shuffle, so the
+    targets are used cyclically and no target is used twice by one row.
+    """
+    rng = np.random.default_rng(seed)
+    r = np.arange(n_rows, dtype=np.int64) if rows is None else np.asarray(rows, np.int64)
+    c = np.arange(n_cols, dtype=np.int64) if cols is None else np.asarray(cols, np.int64)
+    if not 1 <= per_row <= c.size:
+        raise InputError(f"per_row must be in 1..{c.size} (targets used), got {per_row}")
+    r, c = rng.permutation(r), rng.permutation(c)
+    slot = np.arange(r.size)[:, None] * per_row + np.arange(per_row)[None, :]  # (m, per_row)
+    out_rows = np.repeat(r, per_row)
+    out_cols = c[(slot % c.size).ravel()]
+    info = {"per_row": int(per_row), "rows_used": int(r.size), "cols_used": int(c.size)}
+    return Design(name, out_rows, out_cols, n_rows, n_cols, info)
+
+
+def spread_for_budget(
+    n_rows: int,
+    n_cols: int,
+    *,
+    budget: float,
+    cost: CostFn,
+    seed: int = 0,
+    max_per_row: int | None = None,
+) -> Design:
+    """The spread over every pool item with the most labels per item within `budget`.
+
+    Targets used: all of them, or fewer when that buys more labels per item (fewer
+    no-example passes); among designs with equal labels per item the one using more targets
+    wins. Raises InputError naming the minimum (one label per pool item, on one target).
+    """
+    rng_cols = np.random.default_rng(seed + 1).permutation(n_cols)
+    best: Design | None = None
+    best_key: tuple[int, int] = (0, 0)
+    cap = n_cols if max_per_row is None else min(n_cols, max_per_row)
+    minimum = float("inf")
+    for n_used in _target_counts(n_cols):
+        cols = np.sort(rng_cols[:n_used])
+        minimum = min(minimum, cost(spread(n_rows, n_cols, per_row=1, seed=seed, cols=cols)))
+        lo, hi = 0, min(cap, n_used)
+        while lo < hi:  # the largest per_row that fits with these targets
+            mid = (lo + hi + 1) // 2
+            if cost(spread(n_rows, n_cols, per_row=mid, seed=seed, cols=cols)) <= budget:
+                lo = mid
+            else:
+                hi = mid - 1
+        if lo and (lo, n_used) > best_key:
+            best_key = (lo, n_used)
+            best = spread(n_rows, n_cols, per_row=lo, seed=seed, cols=cols)
+    if best is None:
+        raise InputError(
+            f"label budget {budget:g} is too small for the spread design: it labels every one "
+            f"of the {n_rows} pool items at least once, which costs at least {minimum:g}; "
+            "raise the budget or use the landmark or block design"
+        )
+    return best
+
+
+def _target_counts(n_cols: int) -> list[int]:
+    counts, n = [], n_cols
+    while n >= 1:
+        counts.append(n)
+        n //= 2
+    return counts
+
+
+def landmark_for_budget(
+    n_rows: int,
+    n_cols: int,
+    *,
+    budget: float,
+    cost: CostFn,
+    per_row: int = 2,
+    seed: int = 0,
+    features: np.ndarray | None = None,
+) -> Design:
+    """A spread over as many pool items ("landmarks") as `budget` allows, `per_row` labels
+    each, on every target. Landmarks are chosen by k-centre on `features` (diverse), else at
+    random. Raises InputError naming the cost of one landmark."""
+    order = (
+        k_centre_order(features, n_rows, seed)
+        if features is not None
+        else np.random.default_rng(seed).permutation(n_rows)
+    )
+    per_row = min(per_row, n_cols)
+
+    def make(m: int) -> Design:
+        d = spread(n_rows, n_cols, per_row=per_row, seed=seed, rows=order[:m], name="landmark")
+        return Design("landmark", d.rows, d.cols, n_rows, n_cols, d.info)
+
+    if cost(make(1)) > budget:
+        raise InputError(
+            f"label budget {budget:g} is below one landmark's cost {cost(make(1)):g} "
+            f"({per_row} label(s)); raise the budget to at least {cost(make(1)):g}"
+        )
+    lo, hi = 1, n_rows
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if cost(make(mid)) <= budget:
+            lo = mid
+        else:
+            hi = mid - 1
+    return make(lo)
+
+
+# ----------------------------------------------------------------------- pointwise designs
+
+
+def k_centre_order(features: np.ndarray, n: int | None = None, seed: int = 0) -> np.ndarray:
+    """Items in greedy k-centre order on L2-normalised `features` (n, d): a seeded random
+    first item, then each next item the farthest from those chosen. Ties go to the lowest
+    index. Returns (n,) int64, a permutation of range(n)."""
+    x = np.asarray(features, dtype=np.float64)
+    n = x.shape[0] if n is None else n
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    first = int(np.random.default_rng(seed).integers(n))
+    order = [first]
+    dist = np.maximum(0.0, 2.0 - 2.0 * x @ x[first])
+    dist[first] = -1.0
+    for _ in range(n - 1):
+        nxt = int(np.argmax(dist))
+        order.append(nxt)
+        dist = np.minimum(dist, np.maximum(0.0, 2.0 - 2.0 * x @ x[nxt]))
+        dist[order] = -1.0
+    return np.asarray(order, dtype=np.int64)
+
+
+def random_items(n_rows: int, k: int, *, seed: int = 0) -> Design:
+    """k items of the pool drawn uniformly without replacement."""
+    _check_k(n_rows, k)
+    rows = np.random.default_rng(seed).permutation(n_rows)[:k].astype(np.int64)
+    return Design("random", rows, None, n_rows, None, {"k": int(k)})
+
+
+def diverse_items(features: np.ndarray, k: int, *, seed: int = 0) -> Design:
+    """The first k items of the k-centre order on `features` (n, d)."""
+    n = int(np.asarray(features).shape[0])
+    _check_k(n, k)
+    return Design("diverse", k_centre_order(features, n, seed)[:k], None, n, None, {"k": int(k)})
+
+
+def _check_k(n: int, k: int) -> None:
+    if not 1 <= k <= n:
+        raise InputError(f"number of items to label must be in 1..{n}, got {k}")
+
+
+def items_for_budget(budget: float, cost: CostFn, make: Callable[[int], Design], n: int) -> Design:
+    """The largest `make(k)` (k = 1..n items) within `budget`; InputError naming one item's
+    cost when even that does not fit."""
+    if cost(make(1)) > budget:
+        raise InputError(
+            f"label budget {budget:g} is below the cost of labelling one item "
+            f"({cost(make(1)):g}); raise the budget to at least {cost(make(1)):g}"
+        )
+    lo, hi = 1, n
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if cost(make(mid)) <= budget:
+            lo = mid
+        else:
+            hi = mid - 1
+    return make(lo)
+
+
+# ------------------------------------------------------------------------------ active
+
+
+def active(
+    initial: Design,
+    *,
+    budget: float,
+    cost: CostFn,
+    label: Callable[[np.ndarray, np.ndarray | None], np.ndarray],
+    fit: Callable[[Design, np.ndarray, np.random.Generator | None], Any],
+    select_fraction: float = 0.1,
+    rounds: int = 3,
+    n_boot: int = 8,
+    seed: int = 0,
+) -> tuple[Design, np.ndarray]:
+    """Label `initial`, then in `rounds` rounds label more where it matters, until `budget`.
+
+    label(rows, cols) -> (n,) values of those pairs (cols None: items). fit(design, values,
+    rng) -> an estimator with `predict(rows, cols)`; with an rng it fits a bootstrap
+    resample (the function resamples). After each fit, every pool item gets a score: the
+    spread (std) of its predicted mean value over `n_boot` bootstrap fits, times 2 when its
+    mean prediction is inside the top `select_fraction` (the items the selection would take,
+    where an error changes the subset) or within one std of the threshold. The highest-scored
+    items get one more label each (pairwise: a target already used, the least-labelled, not
+    yet paired with it, so no new no-example pass), a round's share of the budget at a time.
+
+    Returns (design, values): the final design ("active") and its labels in design order.
+    """
+    rng = np.random.default_rng(seed)
+    if cost(initial) > budget:
+        raise InputError(
+            f"label budget {budget:g} is below the initial design's cost {cost(initial):g}"
+        )
+    design = Design("active", initial.rows, initial.cols, initial.n_rows, initial.n_cols,
+                    {**initial.info, "initial": initial.name})  # fmt: skip
+    values = np.asarray(label(design.rows, design.cols), dtype=np.float64)
+    n = design.n_rows
+    pairwise = design.cols is not None
+    eval_cols = design.labelled_cols() if pairwise else None
+    for r in range(rounds):
+        spent = cost(design)
+        left = budget - spent
+        if left <= 0:
+            break
+        round_budget = spent + left / (rounds - r)
+        means = []
+        for _ in range(n_boot):
+            est = fit(design, values, np.random.default_rng(int(rng.integers(2**31))))
+            means.append(_row_means(est, n, eval_cols))
+        m = np.mean(means, axis=0)
+        sd = np.std(means, axis=0)
+        k = max(1, int(round(select_fraction * n)))
+        thr = np.sort(m)[::-1][k - 1]
+        weight = np.where((m >= thr) | (np.abs(m - thr) <= sd), 2.0, 1.0)
+        order = np.lexsort((np.arange(n), -(sd * weight)))
+        added = False
+        for i in order:
+            new = _one_more(design, int(i), eval_cols)
+            if new is None:
+                continue
+            trial = design.union(new, name="active")
+            if cost(trial) > round_budget:
+                continue
+            new_vals = np.asarray(label(new.rows, new.cols), dtype=np.float64)
+            design, values = trial, np.concatenate([values, new_vals])
+            added = True
+        if not added:
+            break
+    return design, values
+
+
+def _row_means(est: Any, n: int, cols: np.ndarray | None) -> np.ndarray:
+    rows = np.arange(n, dtype=np.int64)
+    if cols is None:
+        return np.asarray(est.predict(rows, None), dtype=np.float64)
+    r = np.repeat(rows, cols.size)
+    c = np.tile(cols, n)
+    return np.asarray(est.predict(r, c), dtype=np.float64).reshape(n, cols.size).mean(axis=1)
+
+
+def _one_more(design: Design, i: int, cols: np.ndarray | None) -> Design | None:
+    """One more label for item i: pointwise, the item itself if unlabelled; pairwise, the
+    least-used target of `cols` not yet paired with i."""
+    if design.cols is None:
+        if np.any(design.rows == i):
+            return None
+        return Design("add", np.array([i], np.int64), None, design.n_rows, None)
+    assert cols is not None
+    have = set(design.cols[design.rows == i].tolist())
+    free = [int(c) for c in cols if int(c) not in have]
+    if not free:
+        return None
+    counts = np.bincount(design.cols, minlength=design.n_cols or 0)
+    j = min(free, key=lambda c: (counts[c], c))
+    return Design("add", np.array([i], np.int64), np.array([j], np.int64), design.n_rows,
+                  design.n_cols)  # fmt: skip
+
+
+__all__ = [
+    "POINTWISE_DESIGNS",
+    "PAIRWISE_DESIGNS",
+    "Design",
+    "LMCost",
+    "Lengths",
+    "active",
+    "block",
+    "block_for_budget",
+    "design_cost",
+    "diverse_items",
+    "full_design",
+    "items_for_budget",
+    "k_centre_order",
+    "landmark_for_budget",
+    "random_items",
+    "spread",
+    "spread_for_budget",
+]

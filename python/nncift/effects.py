@@ -1,0 +1,395 @@
+"""Estimators that use sparse labels: item + target effects, low-rank completion with side
+features, kernel regression over pairs.
+
+All take labelled triples (rows, cols, values) of any design (`nncift.designs`) and item
+features (e.g. MiniLM embeddings of pool items and targets), and predict any (rows, cols).
+Pointwise labels pass cols=None.
+
+* `AdditiveEffects`: value ~ mean + a[item] + b[target], ridge-shrunk (alternating least
+  squares on the triples). An item's effect is shrunk toward a prior from its features:
+  kernel ridge regression over the labelled items' effects (Influence Distillation's
+  propagation), its ridge chosen by leave-one-out. Unlabelled items get the prior alone.
+* `LowRankEffects`: the additive fit plus a rank-r interaction of the items' features,
+  ``(P x_i) . (Q z_t)`` on PCA-reduced features, ridge, ALS on the additive residuals.
+* `KernelPairRegression`: kernel ridge regression of the labels on pair features with the
+  kernel ``k_r + k_c + k_r k_c`` (item, target and interaction parts): the baseline.
+
+scikit-learn conventions: `__init__` stores parameters, `fit` returns self, learned state
+ends in `_`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from nncift.errors import InputError
+
+#: Ridge strengths the leave-one-out choice of the kernel ridge tries.
+ALPHAS = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def rbf_kernel(a: np.ndarray, b: np.ndarray, gamma: float) -> np.ndarray:
+    """exp(-gamma * ||a_i - b_j||^2) of L2-normalised rows: (n, d), (m, d) -> (n, m)."""
+    a, b = _unit(a), _unit(b)
+    return np.exp(-gamma * np.maximum(0.0, 2.0 - 2.0 * a @ b.T))
+
+
+def median_gamma(x: np.ndarray) -> float:
+    """1 / median squared distance between L2-normalised rows of x (the median heuristic)."""
+    u = _unit(x)
+    d2 = np.maximum(0.0, 2.0 - 2.0 * u @ u.T)[np.triu_indices(u.shape[0], 1)]
+    med = float(np.median(d2)) if d2.size else 1.0
+    return 1.0 / max(med, 1e-6)
+
+
+def kernel_ridge_loo(
+    k: np.ndarray, y: np.ndarray, alphas: tuple[float, ...] = ALPHAS
+) -> tuple[np.ndarray, float, float]:
+    """Kernel ridge of y (n,) on the kernel k (n, n) around y's mean, ridge chosen by exact
+    leave-one-out error. Returns (dual coefficients (n,), chosen alpha, its LOO MSE); the
+    prediction for kernel rows k_new (m, n) is mean(y) + k_new @ coef.
+
+    With features that carry nothing the largest ridge wins and the prediction is the mean.
+    """
+    y = np.asarray(y, dtype=np.float64)
+    yc = y - y.mean()
+    n = y.size
+    if n < 3:
+        return np.zeros(n), float(alphas[-1]), float("nan")
+    w, v = np.linalg.eigh(k)
+    w = np.maximum(w, 0.0)
+    vty = v.T @ yc
+    best = (np.inf, alphas[-1], np.zeros(n))
+    for a in alphas:
+        coef = v @ (vty / (w + a))
+        h_diag = np.einsum("ij,j,ij->i", v, w / (w + a), v)
+        resid = (yc - k @ coef) / np.maximum(1.0 - h_diag, 1e-9)
+        mse = float(np.mean(resid**2))
+        if mse < best[0] - 1e-15:
+            best = (mse, a, coef)
+    return best[2], float(best[1]), float(best[0])
+
+
+def _check_triples(
+    rows: Any, cols: Any, values: Any
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    r = np.asarray(rows, dtype=np.int64).ravel()
+    v = np.asarray(values, dtype=np.float64).ravel()
+    if r.size != v.size or r.size == 0:
+        raise InputError(
+            f"rows and values must be non-empty and equal in length ({r.size}, {v.size})"
+        )
+    if not np.all(np.isfinite(v)):
+        raise InputError("labels must be finite")
+    c = None if cols is None else np.asarray(cols, dtype=np.int64).ravel()
+    if c is not None and c.size != r.size:
+        raise InputError(f"cols has {c.size} entries, rows {r.size}")
+    return r, c, v
+
+
+class _Propagator:
+    """Kernel ridge from item features to labelled items' effects (the prior of every item)."""
+
+    def __init__(self, features: np.ndarray | None, enabled: bool) -> None:
+        self.features = None if features is None else np.asarray(features, dtype=np.float64)
+        self.enabled = enabled and self.features is not None
+        self.gamma = (
+            median_gamma(self.features) if self.enabled and self.features is not None else 1.0
+        )
+        self.alpha = float("nan")
+
+    def prior(self, labelled: np.ndarray, effects: np.ndarray, n: int) -> np.ndarray:
+        """(n,) prior effect of every item from the labelled items' `effects`."""
+        if not self.enabled or labelled.size < 3:
+            return np.zeros(n)
+        assert self.features is not None
+        k_ll = rbf_kernel(self.features[labelled], self.features[labelled], self.gamma)
+        coef, self.alpha, _ = kernel_ridge_loo(k_ll, effects[labelled])
+        k_all = rbf_kernel(self.features, self.features[labelled], self.gamma)
+        return float(effects[labelled].mean()) + k_all @ coef
+
+
+def _eb_alpha(r: np.ndarray, resid: np.ndarray, counts: np.ndarray, default: float) -> float:
+    """Noise / item-effect variance ratio by moments (see AdditiveEffects)."""
+    n_rows = counts.size
+    sums = np.bincount(r, resid, n_rows)
+    many = counts >= 2
+    if many.sum() < 3:
+        return default
+    means = np.where(counts > 0, sums / np.maximum(counts, 1), 0.0)
+    dev = resid - means[r]
+    keep = many[r]
+    noise = float(np.sum(dev[keep] ** 2) / np.sum(counts[many] - 1))
+    labelled = counts > 0
+    between = float(np.var(means[labelled]))
+    item_var = between - noise * float(np.mean(1.0 / counts[labelled]))
+    if item_var <= 0:
+        return 1000.0
+    return float(np.clip(noise / item_var, 0.1, 1000.0))
+
+
+class AdditiveEffects:
+    """value[i, t] ~ mean + a[i] + b[t], ridge-shrunk toward feature priors.
+
+    alpha / alpha_target: shrinkage of an item's / target's effect toward its prior, in
+    pseudo-labels (an item with n labels gets n / (n + alpha) of its own evidence). "auto"
+    (items only): empirical Bayes, alpha = noise variance / item-effect variance estimated
+    by moments from items with two or more labels (within-item vs between-item spread),
+    clipped to [0.1, 1000]; 2.0 when no item has two labels.
+    propagate: priors from features by kernel ridge over the labelled items' effects; False
+    shrinks toward 0 (unlabelled items get 0). n_iter: ALS sweeps. cosine: add a term
+    beta * cos(row feature, col feature), beta fitted (ridge `alpha_cosine`) with the effects:
+    the one interaction features give for free, and it ranks unlabelled items within a target.
+
+    fit(rows, cols, values, n_rows=, n_cols=, row_features=, col_features=); cols None for
+    pointwise labels (then value[i] ~ mean + a[i]). Learned: mean_, row_effects_ (n_rows,),
+    col_effects_ (n_cols,), row_prior_, row_counts_, col_counts_.
+    """
+
+    def __init__(
+        self,
+        alpha: float | str = 2.0,
+        alpha_target: float = 2.0,
+        propagate: bool = True,
+        n_iter: int = 20,
+        cosine: bool = False,
+        alpha_cosine: float = 1.0,
+    ) -> None:
+        self.alpha = alpha
+        self.alpha_target = alpha_target
+        self.propagate = propagate
+        self.n_iter = n_iter
+        self.cosine = cosine
+        self.alpha_cosine = alpha_cosine
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        names = ("alpha", "alpha_target", "propagate", "n_iter", "cosine", "alpha_cosine")
+        return {k: getattr(self, k) for k in names}
+
+    def fit(
+        self,
+        rows: Any,
+        cols: Any,
+        values: Any,
+        *,
+        n_rows: int,
+        n_cols: int | None = None,
+        row_features: np.ndarray | None = None,
+        col_features: np.ndarray | None = None,
+    ) -> AdditiveEffects:
+        r, c, v = _check_triples(rows, cols, values)
+        n_cols_ = 0 if c is None else int(n_cols if n_cols is not None else c.max() + 1)
+        mu = float(v.mean())
+        a = np.zeros(n_rows)
+        b = np.zeros(n_cols_)
+        rc = np.bincount(r, minlength=n_rows).astype(np.float64)
+        cc = np.zeros(0) if c is None else np.bincount(c, minlength=n_cols_).astype(np.float64)
+        prow = _Propagator(row_features, self.propagate)
+        pcol = _Propagator(col_features, self.propagate)
+        ra, ca = np.zeros(n_rows), np.zeros(n_cols_)
+        lr, lc = np.flatnonzero(rc), np.flatnonzero(cc)
+        use_cos = self.cosine and c is not None
+        if use_cos and (row_features is None or col_features is None):
+            raise InputError("cosine=True needs row_features and col_features")
+        self.unit_rows_: np.ndarray | None = None
+        self.unit_cols_: np.ndarray | None = None
+        cos = np.zeros(v.size)
+        if use_cos and row_features is not None and col_features is not None and c is not None:
+            self.unit_rows_, self.unit_cols_ = _unit(row_features), _unit(col_features)
+            cos = np.einsum("ij,ij->i", self.unit_rows_[r], self.unit_cols_[c])
+        beta = 0.0
+        alpha = 2.0 if self.alpha == "auto" else float(self.alpha)
+        for sweep in range(self.n_iter):
+            resid = v - mu - (0.0 if c is None else b[c]) - beta * cos
+            if self.alpha == "auto" and sweep in (1, self.n_iter // 2):
+                alpha = _eb_alpha(r, resid, rc, alpha)
+            a = (np.bincount(r, resid, n_rows) + alpha * ra) / (rc + alpha)
+            if c is not None:
+                resid = v - mu - a[r] - beta * cos
+                b = (np.bincount(c, resid, n_cols_) + self.alpha_target * ca) / (
+                    cc + self.alpha_target
+                )
+            if use_cos:
+                resid = v - mu - a[r] - b[c]
+                cc_ = cos - cos.mean()
+                beta = float(cc_ @ (resid - resid.mean()) / (cc_ @ cc_ + self.alpha_cosine * 1e-2))
+            # The priors follow the effects of the labelled items (twice: cheap, and enough).
+            if sweep in (0, self.n_iter // 2):
+                ra = prow.prior(lr, a, n_rows)
+                if c is not None:
+                    ca = pcol.prior(lc, b, n_cols_)
+            mu = float(np.mean(v - a[r] - (0.0 if c is None else b[c]) - beta * cos))
+        self.mean_ = mu
+        self.cosine_weight_ = beta
+        self.alpha_ = alpha
+        self.row_effects_, self.col_effects_ = a, b
+        self.row_prior_, self.col_prior_ = ra, ca
+        self.row_counts_, self.col_counts_ = rc, cc
+        self.propagation_alpha_ = prow.alpha
+        return self
+
+    def predict(self, rows: Any, cols: Any = None) -> np.ndarray:
+        """(n,) float64 predictions for pairs (rows[k], cols[k]) (cols None: items)."""
+        r = np.asarray(rows, dtype=np.int64)
+        out = self.mean_ + self.row_effects_[r]
+        if cols is not None and self.col_effects_.size:
+            c = np.asarray(cols, dtype=np.int64)
+            out = out + self.col_effects_[c]
+            if self.unit_rows_ is not None and self.unit_cols_ is not None:
+                cos = np.einsum("ij,ij->i", self.unit_rows_[r], self.unit_cols_[c])
+                out = out + self.cosine_weight_ * cos
+        return np.asarray(out, dtype=np.float64)
+
+
+def _pca(x: np.ndarray, dim: int) -> np.ndarray:
+    """x (n, d) centred and projected on its top `dim` principal axes, scaled to unit
+    variance per axis: (n, min(dim, n, d))."""
+    x = np.asarray(x, dtype=np.float64)
+    x = x - x.mean(axis=0)
+    u, s, _ = np.linalg.svd(x, full_matrices=False)
+    k = min(dim, int(np.sum(s > 1e-9 * (s[0] if s.size else 1.0))))
+    z = u[:, :k] * np.sqrt(x.shape[0])
+    return np.asarray(z)
+
+
+class LowRankEffects:
+    """Additive effects plus a rank-`rank` interaction of side features:
+    value[i, t] ~ additive[i, t] + (x_i P) . (z_t Q), x / z the items' / targets' features
+    reduced to `dim` PCA axes, P (dim, rank) and Q (dim, rank) fitted by ALS with ridge
+    `alpha` on the additive fit's residuals (so unlabelled items get an interaction too).
+    """
+
+    def __init__(
+        self,
+        rank: int = 2,
+        dim: int = 16,
+        alpha: float = 10.0,
+        n_iter: int = 10,
+        additive: AdditiveEffects | None = None,
+        random_state: int = 0,
+    ) -> None:
+        self.rank = rank
+        self.dim = dim
+        self.alpha = alpha
+        self.n_iter = n_iter
+        self.additive = additive
+        self.random_state = random_state
+
+    def fit(
+        self,
+        rows: Any,
+        cols: Any,
+        values: Any,
+        *,
+        n_rows: int,
+        n_cols: int | None = None,
+        row_features: np.ndarray | None = None,
+        col_features: np.ndarray | None = None,
+    ) -> LowRankEffects:
+        r, c, v = _check_triples(rows, cols, values)
+        if c is None or row_features is None or col_features is None:
+            raise InputError("LowRankEffects needs pairs and features of items and targets")
+        base = self.additive if self.additive is not None else AdditiveEffects()
+        self.additive_ = AdditiveEffects(**base.get_params()).fit(
+            r, c, v, n_rows=n_rows, n_cols=n_cols, row_features=row_features,
+            col_features=col_features,
+        )  # fmt: skip
+        resid = v - self.additive_.predict(r, c)
+        x, z = _pca(row_features, self.dim), _pca(col_features, self.dim)  # (M, p), (N, q)
+        rng = np.random.default_rng(self.random_state)
+        q = rng.normal(size=(z.shape[1], self.rank))
+        p = np.zeros((x.shape[1], self.rank))
+        xr, zc = x[r], z[c]  # (n, p), (n, q)
+        for _ in range(self.n_iter):
+            p = self._solve(xr, zc @ q, resid)
+            q = self._solve(zc, xr @ p, resid)
+        self.x_, self.z_, self.p_, self.q_ = x, z, p, q
+        return self
+
+    def _solve(self, a: np.ndarray, b: np.ndarray, y: np.ndarray) -> np.ndarray:
+        # y_k ~ sum_r (a_k . w_r) b_kr: a linear model in vec(w) with features a_k (x) b_k.
+        feats = (a[:, :, None] * b[:, None, :]).reshape(a.shape[0], -1)  # (n, p*rank)
+        g = feats.T @ feats + self.alpha * np.eye(feats.shape[1])
+        w = np.linalg.solve(g, feats.T @ y)
+        return np.asarray(w.reshape(a.shape[1], b.shape[1]))
+
+    def predict(self, rows: Any, cols: Any) -> np.ndarray:
+        r, c = np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
+        inter = np.sum((self.x_[r] @ self.p_) * (self.z_[c] @ self.q_), axis=1)
+        return np.asarray(self.additive_.predict(r, c) + inter, dtype=np.float64)
+
+
+class KernelPairRegression:
+    """Kernel ridge of labels on pairs with k((i,t),(i',t')) = kr + kc + kr * kc (RBF item and
+    target kernels on features, median-heuristic widths), ridge by leave-one-out. Pointwise
+    (cols None): kernel ridge on item features alone."""
+
+    def __init__(self, alphas: tuple[float, ...] = ALPHAS) -> None:
+        self.alphas = alphas
+
+    def fit(
+        self,
+        rows: Any,
+        cols: Any,
+        values: Any,
+        *,
+        n_rows: int,
+        n_cols: int | None = None,
+        row_features: np.ndarray | None = None,
+        col_features: np.ndarray | None = None,
+    ) -> KernelPairRegression:
+        r, c, v = _check_triples(rows, cols, values)
+        if row_features is None or (c is not None and col_features is None):
+            raise InputError("KernelPairRegression needs item (and target) features")
+        self.row_features_ = np.asarray(row_features, dtype=np.float64)
+        self.gr_ = median_gamma(self.row_features_)
+        self.col_features_ = None
+        if c is not None:
+            assert col_features is not None
+            self.col_features_ = np.asarray(col_features, dtype=np.float64)
+            self.gc_ = median_gamma(self.col_features_)
+        self.rows_, self.cols_ = r, c
+        k = self._kernel(r, c)
+        self.coef_, self.alpha_, self.loo_mse_ = kernel_ridge_loo(k, v, self.alphas)
+        self.mean_ = float(v.mean())
+        return self
+
+    def _kernel(self, r: np.ndarray, c: np.ndarray | None) -> np.ndarray:
+        kr = rbf_kernel(self.row_features_[r], self.row_features_[self.rows_], self.gr_)
+        if c is None or self.cols_ is None or self.col_features_ is None:
+            return kr
+        kc = rbf_kernel(self.col_features_[c], self.col_features_[self.cols_], self.gc_)
+        return np.asarray(kr + kc + kr * kc)
+
+    def predict(self, rows: Any, cols: Any = None, chunk: int = 4096) -> np.ndarray:
+        r = np.asarray(rows, dtype=np.int64)
+        c = None if cols is None else np.asarray(cols, dtype=np.int64)
+        out = np.empty(r.size)
+        for s in range(0, r.size, chunk):
+            k = self._kernel(r[s : s + chunk], None if c is None else c[s : s + chunk])
+            out[s : s + chunk] = self.mean_ + k @ self.coef_
+        return out
+
+
+ESTIMATORS = {
+    "additive": AdditiveEffects,
+    "lowrank": LowRankEffects,
+    "kernel": KernelPairRegression,
+}
+
+__all__ = [
+    "ESTIMATORS",
+    "AdditiveEffects",
+    "KernelPairRegression",
+    "LowRankEffects",
+    "kernel_ridge_loo",
+    "median_gamma",
+    "rbf_kernel",
+]
