@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import logging
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -186,17 +188,63 @@ def _read_json(path: Path) -> list[dict[str, Any]]:
     return obj
 
 
+#: The header row up to its first line break outside quotes (an escaped "" is two quoted runs).
+_FIRST_BREAK = re.compile(r'(?:[^"\r\n]|"[^"]*")*(\r\n|\r|\n)')
+
+
+def _cr_line_endings(text: str) -> bool:
+    """True when the header row ends in a bare CR (not CR LF)."""
+    m = _FIRST_BREAK.match(text)
+    return m is not None and m.group(1) == "\r"
+
+
+def _cr_to_lf_outside_quotes(text: str) -> str:
+    # Splitting at '"' leaves the unquoted stretches at even positions (an escaped "" only
+    # adds an empty stretch), so line breaks inside quoted fields stay as they are.
+    parts = text.split('"')
+    parts[::2] = [re.sub(r"\r(?!\n)", "\n", p) for p in parts[::2]]
+    return '"'.join(parts)
+
+
 def _read_csv(path: Path) -> list[dict[str, Any]]:
     import polars as pl
 
-    _read_text(path)  # UTF-8 check with a line number before polars sees the bytes
+    text = _read_text(path)  # UTF-8 check with a line number before polars sees the bytes
+    source: Path | io.BytesIO = path
+    if _cr_line_endings(text):
+        # polars ends rows at \n only: a file with bare-CR line endings (old Mac / Excel
+        # "CSV (Macintosh)") read as one header line and no rows, refused as "no records".
+        source = io.BytesIO(_cr_to_lf_outside_quotes(text).encode())
+    del text  # not held while polars reads (it is read again only to explain an error)
     try:
-        df = pl.read_csv(path, infer_schema=False, quote_char='"')
+        df = pl.read_csv(source, infer_schema=False, quote_char='"')
     except pl.exceptions.NoDataError as exc:
         raise InputError(f"{path}: the file is empty") from exc
     except (pl.exceptions.ComputeError, csv.Error) as exc:
-        raise InputError(f"{path}: malformed CSV ({exc})") from exc
+        raise InputError(f"{path}: malformed CSV ({_csv_problem(_read_text(path), exc)})") from exc
     return df.to_dicts()
+
+
+def _csv_problem(text: str, exc: Exception) -> str:
+    """One line saying where a csv file polars refused goes wrong.
+
+    polars' own message spans many lines, quotes the data and suggests polars options
+    (infer_schema_length, ignore_errors) that a user of nncift cannot set; the standard
+    csv module, strict, finds the row instead.
+    """
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    width, start = None, 1
+    try:
+        for row in reader:
+            if width is None:
+                width = len(row)
+            elif len(row) > width:
+                return f"line {start}: {len(row)} fields, the header has {width}"
+            start = reader.line_num + 1
+    except csv.Error as err:
+        hint = " (an unclosed quote?)" if "unexpected end of data" in str(err) else ""
+        return f"the row starting on line {start}: {err}{hint}"
+    return _first_line(exc)
 
 
 def _read_parquet(path: Path) -> list[dict[str, Any]]:
@@ -204,9 +252,21 @@ def _read_parquet(path: Path) -> list[dict[str, Any]]:
 
     try:
         df = pl.read_parquet(path)
+        return df.to_dicts()
     except Exception as exc:  # polars raises several unrelated types for corrupt files
-        raise InputError(f"{path}: not a readable parquet file ({exc})") from exc
-    return df.to_dicts()
+        raise InputError(f"{path}: not a readable parquet file ({_first_line(exc)})") from exc
+    except BaseException as exc:
+        # On some damaged files polars panics; the panic reaches Python as pyo3's
+        # PanicException, a BaseException that `except Exception` lets through.
+        if type(exc).__name__ != "PanicException":
+            raise
+        raise InputError(f"{path}: not a readable parquet file ({_first_line(exc)})") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, at most 200 characters."""
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return first if len(first) <= 200 else first[:200] + "..."
 
 
 _READERS: dict[str, Callable[[Path], list[dict[str, Any]]]] = {
@@ -405,6 +465,15 @@ def items_from_records(
     return Items(ids, prompts, responses, kept, source=source, schema=schema)
 
 
+def _check_limit(limit: int | None) -> None:
+    # A negative limit sliced records[:-1] and silently dropped the last items (and gave
+    # load_named an empty pool); 0 said "no records" about a file that has some.
+    if limit is not None and (
+        isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1
+    ):
+        raise InputError(f"limit must be a whole number >= 1, got {limit!r}")
+
+
 def load_items(
     path: str | Path,
     *,
@@ -424,6 +493,7 @@ def load_items(
         limit: keep only the first `limit` items.
     """
     spec = str(path)
+    _check_limit(limit)
     if spec.startswith("builtin:"):
         return load_named(spec.split(":", 1)[1], limit=limit)
     records = read_records(path)
@@ -523,6 +593,7 @@ def load_named(name: str, limit: int | None = None, dedupe: bool = True) -> Item
 
     Exact duplicates are dropped (the corpora contain a few).
     """
+    _check_limit(limit)
     loader = _NAMED.get(name)
     if loader is None:
         raise InputError(f"unknown built-in data set {name!r}; choose from {', '.join(_NAMED)}")
