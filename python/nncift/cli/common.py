@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -76,16 +77,20 @@ def load_embeddings(
     or None when read from .npy).
     """
     from nncift.io import load_npy
+    from nncift.provided_embeddings import check_npy_fits, finite_rows
     from nncift.weights import check_embedding_model, check_embeddings
 
     if spec.lower().endswith(".npy"):
+        if Path(spec).is_file():
+            check_npy_fits(spec)  # before np.load allocates what a corrupt header claims
         arr = load_npy(spec)
         if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.floating):
             raise InputError(
                 f"{spec}: embeddings must be a 2-D float array, got {arr.dtype} {arr.shape}"
             )
         manifest.add_input(name, spec, shape=list(arr.shape))
-        vecs = np.ascontiguousarray(arr, dtype=np.float32)
+        # NaN / inf reached the Rust scorer, whose ValueError showed as a traceback.
+        vecs = finite_rows(arr, spec)
         if network is not None:
             check_embeddings(network, vecs, what=f"{name} embeddings")
         return vecs, None, None
