@@ -33,6 +33,7 @@ texts not stored yet; a run that finds everything stored loads no LM weights at 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import time
@@ -295,7 +296,33 @@ class LMFeaturizer:
         if self.use_cache:
             root = Path(self.cache_dir) if self.cache_dir else default_cache_dir()
             cache = EmbeddingCache(root, self.model_id)
-        found = np.zeros(len(texts), dtype=bool)
+        # Under the cache folder's inter-process lock where the cache has one (as the
+        # embedder does): a second process waits, then finds what the first stored.
+        locked = getattr(cache, "locked", None)
+        with locked() if locked is not None else contextlib.nullcontext():
+            out, found, seconds, tokens = self._lookup_or_compute(cache, keys, seqs)
+        if truncated:
+            log.warning(
+                "%d of %d items are longer than %d tokens and were cut from the left for LM "
+                "features", truncated, len(texts), keep,
+            )  # fmt: skip
+        self.last_stats = {
+            "texts": len(texts),
+            "cached": int(found.sum()),
+            "computed": int((~found).sum()),
+            "truncated": int(truncated),
+            "tokens": tokens,
+            "forward_seconds": round(seconds, 4),
+            "dimension": int(out.shape[1]),
+        }
+        return np.ascontiguousarray(out, dtype=np.float32)
+
+    def _lookup_or_compute(
+        self, cache: Any, keys: np.ndarray, seqs: list[tuple[list[int], bool]]
+    ) -> tuple[np.ndarray, np.ndarray, float, int]:
+        """Cached rows, and the LM's features of the rest (stored) -> (features (n, H),
+        found mask (n,), forward seconds, tokens run)."""
+        found = np.zeros(len(keys), dtype=bool)
         out: np.ndarray | None = None
         if cache is not None:
             found, out = cache.lookup(keys)
@@ -311,28 +338,14 @@ class LMFeaturizer:
             seconds = time.perf_counter() - t0
             tokens = int(sum(len(seqs[i][0]) for i in first))
             if out is None:
-                out = np.zeros((len(texts), new.shape[1]), dtype=np.float32)
+                out = np.zeros((len(keys), new.shape[1]), dtype=np.float32)
             row_of = {k: r for r, k in enumerate(uniq)}
             for i in todo:
                 out[i] = new[row_of[bytes(keys[i])]]
             if cache is not None:
                 cache.store(keys[first], new)
         assert out is not None
-        if truncated:
-            log.warning(
-                "%d of %d items are longer than %d tokens and were cut from the left for LM "
-                "features", truncated, len(texts), keep,
-            )  # fmt: skip
-        self.last_stats = {
-            "texts": len(texts),
-            "cached": int(found.sum()),
-            "computed": int(len(todo)),
-            "truncated": int(truncated),
-            "tokens": tokens,
-            "forward_seconds": round(seconds, 4),
-            "dimension": int(out.shape[1]),
-        }
-        return np.ascontiguousarray(out, dtype=np.float32)
+        return out, found, seconds, tokens
 
     def _forward(self, seqs: list[list[int]]) -> np.ndarray:
         """Pooled, normalised features of token sequences -> (n, H) float32."""
