@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use ndarray::{Array1, Array2};
-use safetensors::tensor::{Dtype, SafeTensors};
+use safetensors::tensor::{Dtype, Metadata, SafeTensors};
 
 use crate::error::{CoreError, CoreResult};
 
@@ -235,10 +235,31 @@ impl NetworkWeights {
 
     /// Parse and validate the bytes of a safetensors weight file.
     pub fn from_bytes(bytes: &[u8]) -> CoreResult<Self> {
+        // safetensors 0.8 validates the offsets, then adds `data end + 8 + header length`
+        // unchecked: a header whose tensors claim ~2^64 bytes overflows there (a panic where
+        // overflow checks are on). Parse the header first and refuse data that runs past the
+        // end of the file, which such a header always does (found by tests/prop_weights.rs).
+        let pre = parse_header(bytes);
+        if let Some((n, m)) = &pre {
+            let room = bytes.len() - 8 - n;
+            if m.data_len() > room {
+                return Err(fmt_err(format!(
+                    "not a readable safetensors file (the tensors need {} bytes of data, the \
+                     file has {room})",
+                    m.data_len()
+                )));
+            }
+        }
         let st = SafeTensors::deserialize(bytes)
             .map_err(|e| fmt_err(format!("not a readable safetensors file ({e})")))?;
-        let (_, header) = SafeTensors::read_metadata(bytes)
-            .map_err(|e| fmt_err(format!("not a readable safetensors file ({e})")))?;
+        let header = match pre {
+            Some((_, m)) => m,
+            None => {
+                SafeTensors::read_metadata(bytes)
+                    .map_err(|e| fmt_err(format!("not a readable safetensors file ({e})")))?
+                    .1
+            }
+        };
         let metadata: BTreeMap<String, String> = header
             .metadata()
             .as_ref()
@@ -402,6 +423,15 @@ impl NetworkWeights {
         if self.embedding_dim == 0 {
             return Err(fmt_err("embedding_dim must be a positive integer, got 0"));
         }
+        // `input_dim` is up to `2 d + 2`: refuse a `d` for which that overflows (a file's
+        // metadata can say 18446744073709551615) before computing it; no first layer can
+        // be that wide anyway (found by tests/prop_weights.rs).
+        if self.embedding_dim > (usize::MAX - 2) / 2 {
+            return Err(fmt_err(format!(
+                "embedding_dim {} is too large",
+                self.embedding_dim
+            )));
+        }
         for (key, v) in [
             ("label_scale", self.label_scale),
             ("label_offset", self.label_offset),
@@ -544,6 +574,15 @@ impl NetworkWeights {
     pub fn layer(&self, k: usize) -> Option<(&Array2<f32>, &Array1<f32>)> {
         self.layers.get(k).map(|(w, b)| (w, b))
     }
+}
+
+/// The header of a safetensors file (its length `n` and the parsed, offset-checked
+/// metadata), or `None` where safetensors' own reader is left to name the problem (too
+/// short, a length past the end, not JSON, ...).
+fn parse_header(bytes: &[u8]) -> Option<(usize, Metadata)> {
+    let n = usize::try_from(u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?)).ok()?;
+    let header = bytes.get(8..n.checked_add(8)?)?;
+    Some((n, serde_json::from_slice(header).ok()?))
 }
 
 /// `layers.{k}.weight` -> `(k, true)`, `layers.{k}.bias` -> `(k, false)`; canonical decimal
