@@ -758,6 +758,31 @@ def cases() -> list[Case]:
             "header claims shape",
             fast=False,
         ),
+        Case(
+            "train --rows: an empty .npy",
+            "labels",
+            lambda i, o: (
+                _train(lambda j: _npy(j / "l.npy", _emb(12, 6)))(i, o)
+                + ["--rows", str(_raw(i / "rows.npy", b""))]
+            ),
+            "rows.npy",
+            fast=False,
+        ),
+        Case(
+            "evaluate --labels: an empty .npy",
+            "labels",
+            lambda i, o: [
+                "evaluate",
+                "--labels",
+                str(_raw(i / "l.npy", b"")),
+                "--pool",
+                str(_npy(i / "pool.npy", _emb())),
+                "--out",
+                str(o / "eval"),
+            ],
+            "l.npy",
+            fast=False,
+        ),
         # -- label options
         Case(
             "label: --fraction 0",
@@ -948,27 +973,34 @@ def scale_outcomes(workdir: Path, quick: bool) -> list[Outcome]:
 # ---------------------------------------------------------------- faults (tests/faults.py)
 
 
+def _show(o: Outcome) -> None:
+    print(f"{'ok ' if o.ok else 'BAD'} {o.seconds:5.1f}s  {o.name}: {o.did}", flush=True)
+
+
 def fault_outcomes(workdir: Path, quick: bool) -> tuple[list[Outcome], str]:
+    """The scenarios of tests/faults.py, all given one `workdir` (they build their shared
+    inputs, the tiny LM and the reference runs, once in it). --quick keeps the fast ones: a
+    scenario's own `slow` flag when it has one, else the disk scenarios only."""
     if not (TESTS / "faults.py").is_file():
-        return [], "tests/faults.py does not exist yet: no kill / concurrency / disk rows."
+        return [], "tests/faults.py does not exist: no kill / concurrency / disk rows."
     sys.path.insert(0, str(TESTS))
     import faults  # type: ignore[import-not-found]
 
     outcomes = []
     skipped = 0
-    for i, sc in enumerate(faults.SCENARIOS):
-        if quick and getattr(sc, "slow", False):
+    for sc in faults.SCENARIOS:
+        if quick and getattr(sc, "slow", sc.category in ("kill", "concurrency")):
             skipped += 1
             continue
-        d = workdir / f"fault{i}"
-        d.mkdir()
         start = time.perf_counter()
         try:
-            r = sc.run(d)
+            r = sc.run(workdir)
             did, lost, ok = str(r["what_the_tool_did"]), str(r["lost"]), bool(r["ok"])
+            did = did.replace(str(workdir) + os.sep, "")  # paths relative to the scenario folder
         except Exception as exc:  # a scenario that breaks is a row, not the end of the report
             did, lost, ok = f"scenario raised {type(exc).__name__}: {exc}", "unknown", False
         outcomes.append(Outcome(sc.name, sc.category, did, lost, ok, time.perf_counter() - start))
+        _show(outcomes[-1])
     note = "Kill / concurrency / disk rows come from tests/faults.py (`SCENARIOS`)."
     if skipped:
         note += f" {skipped} slow scenario(s) skipped (--quick)."
@@ -1033,19 +1065,16 @@ def main(argv: list[str] | None = None) -> int:
         for k, case in enumerate(cases()):
             if args.quick and not case.fast:
                 continue
-            o = run_case(case, work / f"case{k}")
-            outcomes.append(o)
-            print(f"{'ok ' if o.ok else 'BAD'} {o.seconds:5.1f}s  {o.name}: {o.did}", flush=True)
+            outcomes.append(run_case(case, work / f"case{k}"))
+            _show(outcomes[-1])
         scale_dir = work / "scale"
         scale_dir.mkdir()
         for o in scale_outcomes(scale_dir, args.quick):
             outcomes.append(o)
-            print(f"{'ok ' if o.ok else 'BAD'} {o.seconds:5.1f}s  {o.name}: {o.did}", flush=True)
+            _show(o)
         fault_dir = work / "faults"
         fault_dir.mkdir()
         faults, note = fault_outcomes(fault_dir, args.quick)
-        for o in faults:
-            print(f"{'ok ' if o.ok else 'BAD'} {o.seconds:5.1f}s  {o.name}: {o.did}", flush=True)
         outcomes += faults
     write_doc(args.out, outcomes, [note], time.perf_counter() - start, args.quick)
     bad = [o for o in outcomes if not o.ok]

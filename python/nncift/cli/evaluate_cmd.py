@@ -113,14 +113,16 @@ def evaluate_cmd(ctx: click.Context, **kw: Any) -> None:
         write_sweep_json,
     )
     from nncift.io import load_npy
+    from nncift.provided_embeddings import check_npy_fits
     from nncift.split import split_from_metadata, u_split
 
     quiet = bool(ctx.obj.get("quiet", False))
     out = Path(kw["out"])
-    out.mkdir(parents=True, exist_ok=True)
     man = Manifest("evaluate", options=dict(kw))
     rows_e, cols_e, model_id = training_inputs(kw, man, quiet)
     man.add_input("labels", kw["labels"])
+    if Path(kw["labels"]).is_file():
+        check_npy_fits(kw["labels"])  # an empty file: EOFError in np.load, shown as "Aborted!"
     labels = load_npy(kw["labels"])
     n_cols = rows_e.shape[0] if cols_e is None else cols_e.shape[0]
     if labels.ndim != 2 or labels.shape != (rows_e.shape[0], n_cols):
@@ -129,6 +131,7 @@ def evaluate_cmd(ctx: click.Context, **kw: Any) -> None:
             f"{rows_e.shape[0]} x {n_cols}"
         )
     labels = labels.astype(np.float32)
+    out.mkdir(parents=True, exist_ok=True)  # once the inputs passed: a refused run leaves none
     console = Console(quiet=quiet)
     settings = settings_from(kw)
     results: dict[str, Any] = {}
