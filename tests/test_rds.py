@@ -184,3 +184,59 @@ def test_rds_without_the_lm_extra_is_one_line(
     monkeypatch.setattr(importlib.util, "find_spec", no_transformers)
     code, output = run(*select_args(files, tiny_lm_dir, tmp_path / "x.jsonl"))
     assert code != 0 and "pip install 'nncift[lm]'" in output and "--method rds" in output
+
+
+# ------------------------------------------------------------------ --features for the networks
+
+
+def test_both_features_are_unit_rows_whose_cosine_is_the_mean_of_the_two() -> None:
+    from nncift.pipeline import both_features
+
+    rng = np.random.default_rng(0)
+    e, f = rng.normal(size=(5, 7)), rng.normal(size=(5, 3)) * 10
+    x = both_features(e, f)
+    assert x.shape == (5, 10) and x.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0, rtol=1e-6)
+    en = e / np.linalg.norm(e, axis=1, keepdims=True)
+    fn = f / np.linalg.norm(f, axis=1, keepdims=True)
+    np.testing.assert_allclose(x @ x.T, (en @ en.T + fn @ fn.T) / 2, atol=1e-6)
+
+
+@pytest.mark.parametrize(("features", "dim"), [("lm", 64), ("both", 384 + 64)])
+def test_features_choose_what_the_network_reads(
+    files: dict[str, Path], tiny_lm_dir: Path, tmp_path: Path, features: str, dim: int
+) -> None:
+    from nncift.weights import read_network
+
+    def select(features: str, out: Path) -> dict[str, Any]:
+        args = ["select", "--pool", str(files["pool"]), "--target", str(files["target"]),
+                "--method", "delift-se", "--u", "0.34", "--epochs", "1", "--network", "paper",
+                "--lm", str(tiny_lm_dir), "--features", features, "--budget", "5",
+                "--cache-dir", str(tmp_path / "cache"), "--out", str(out)]  # fmt: skip
+        code, output = run(*args)
+        assert code == 0, output
+        return json.loads(out.with_name(out.stem + ".manifest.json").read_text())
+
+    base = select("minilm", tmp_path / "a.jsonl")
+    assert "lm_features" not in base["stages"]
+    m = select(features, tmp_path / "b.jsonl")
+    assert m["options"]["valuation"]["features"] == features
+    assert m["stages"]["lm_features"]["pool"]["texts"] == 40
+    net = read_network(m["stages"]["train_pairwise"]["path"])
+    assert net.embedding_dim == dim and "rds+:" in net.embedding_model
+    # Another network on the same labels: the label tiles are reused, the network is new.
+    assert m["stages"]["train_pairwise"]["path"] != base["stages"]["train_pairwise"]["path"]
+    assert m["stages"]["label_pairwise"]["computed_tiles"] == 0
+
+
+@pytest.mark.parametrize("method", ["embedding", "rds", "random"])
+def test_features_without_a_network_are_refused(
+    files: dict[str, Path], tiny_lm_dir: Path, tmp_path: Path, method: str
+) -> None:
+    out = tmp_path / "x.jsonl"
+    args = ["select", "--pool", str(files["pool"]), "--method", method, "--lm", str(tiny_lm_dir),
+            "--features", "lm", "--budget", "5", "--out", str(out)]  # fmt: skip
+    for dry in ((), ("--dry-run",)):
+        code, output = run(*args, *dry)
+        assert code != 0 and "trains no network" in output, output
+    assert not out.exists()

@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 METHODS = ("embedding", "rds", "random", "delift", "delift-se", "less", "selectit")
 #: Methods that select on cosine similarities of item vectors (no influence labels).
 COSINE_METHODS = ("embedding", "rds")
+#: What the network of an influence method reads for an item (`ValuationOptions.features`):
+#: the sentence embeddings, the LM's RDS+ features, or both concatenated.
+FEATURES = ("minilm", "lm", "both")
 
 
 def resolve_objective(objective: str, method: str, has_target: bool) -> str:
@@ -208,6 +211,7 @@ def run_select(
     options = _with_provided(options, pool, target, embeddings, target_embeddings)
     if options.method == "rds":
         require_lm_extra()
+    network_features_wanted(options)  # refuses a bad --features before any work
     out_path = Path(out) if out is not None else None
     if out_path is not None:
         check_output_path(out_path)
@@ -235,9 +239,13 @@ def run_select(
         if options.method == "embedding":
             kwargs = _embedding_inputs(objective, pool_emb, target_emb)
         elif options.method != "rds":
-            valuation = _value(
-                pool, target, pool_emb, target_emb, options, objective, manifest, progress, model_id
+            features = _network_features(
+                pool, target, pool_emb, target_emb, model_id, options, manifest, progress
             )
+            valuation = _value(
+                pool, target, pool_emb, target_emb, options, objective, manifest, progress,
+                model_id, features,
+            )  # fmt: skip
             kwargs = _influence_inputs(objective, valuation)
         with manifest.stage("select", objective=objective) as rec:
             result = _select(objective, k, kwargs, options, rec)
@@ -477,11 +485,67 @@ def _embedding_inputs(
     return kwargs
 
 
-def require_lm_extra() -> None:
-    """The one-line error of `--method rds` without the `lm` extra."""
+def require_lm_extra(purpose: str = "--method rds (LM hidden-state features)") -> None:
+    """The one-line error of LM features (`--method rds`, `--features lm|both`) without the
+    `lm` extra."""
     from nncift.extras import require
 
-    require("torch", "transformers", purpose="--method rds (LM hidden-state features)", extra="lm")
+    require("torch", "transformers", purpose=purpose, extra="lm")
+
+
+def network_features_wanted(options: SelectOptions) -> bool:
+    """Whether the run computes LM features for its networks (checks `--features`)."""
+    v = valuation_options(options)
+    if v.features not in FEATURES:
+        raise InputError(f"unknown features {v.features!r}; choose from {', '.join(FEATURES)}")
+    if v.features == "minilm":
+        return False
+    if options.method not in ("delift", "delift-se", "less", "selectit"):
+        hint = " (it selects on LM features already)" if options.method == "rds" else ""
+        raise InputError(
+            f"--features {v.features} chooses what the network of delift, delift-se, less and "
+            f"selectit reads; --method {options.method} trains no network{hint}"
+        )
+    if v.exact:
+        return False  # --exact trains no network: nothing reads the features
+    require_lm_extra(f"--features {v.features} (LM hidden-state features)")
+    return True
+
+
+def _network_features(
+    pool: Items,
+    target: Items | None,
+    pool_emb: np.ndarray,
+    target_emb: np.ndarray | None,
+    model_id: str,
+    options: SelectOptions,
+    manifest: Manifest,
+    progress: bool,
+) -> tuple[np.ndarray, np.ndarray | None, str] | None:
+    """What the networks read with `--features lm|both` (pool, targets, model id); None for
+    the embeddings (`minilm`, or `--exact`, which trains no network)."""
+    if not network_features_wanted(options):
+        return None
+    lm_pool, lm_target = _lm_features(pool, target, options, manifest, progress)
+    lm_id = str(manifest.stages["lm_features"]["model_id"])
+    if valuation_options(options).features == "lm":
+        return lm_pool, lm_target, lm_id
+    target_x = None
+    if target_emb is not None and lm_target is not None:
+        target_x = both_features(target_emb, lm_target)
+    return both_features(pool_emb, lm_pool), target_x, f"{model_id}+{lm_id}"
+
+
+def both_features(embeddings: np.ndarray, lm_features: np.ndarray) -> np.ndarray:
+    """`--features both`: [e / |e|, f / |f|] / sqrt(2) -> (n, d_e + d_f) float32, unit rows
+    (the cosine of two items is the mean of the two cosines)."""
+
+    def unit(x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float32)
+        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+    both = np.concatenate([unit(embeddings), unit(lm_features)], axis=1) / np.sqrt(2.0)
+    return np.ascontiguousarray(both, dtype=np.float32)
 
 
 def lm_featurizer(options: SelectOptions, progress: bool = True) -> Any:
@@ -537,6 +601,7 @@ def _value(
     manifest: Manifest,
     progress: bool,
     model_id: str,
+    features: tuple[np.ndarray, np.ndarray | None, str] | None = None,
 ) -> Any:
     from nncift.embed import default_cache_dir
 
@@ -548,7 +613,7 @@ def _value(
     valuer = Valuer(
         pool, target, pool_emb, target_emb, vopt,
         run_dir=run_dir, manifest=manifest, progress=progress, embedding_model=model_id,
-        ray=options.ray,
+        ray=options.ray, features=features,
     )  # fmt: skip
     valuation = valuer.value(objective)
     manifest.results["valuation"] = valuation.info
@@ -662,6 +727,7 @@ def plan_select(
         )
     if options.method == "rds":
         require_lm_extra()
+    lm_for_network = network_features_wanted(options)
     total_passes, total_seconds = 0, 0.0
     notes: list[str] = []
     lines = [
@@ -670,13 +736,19 @@ def plan_select(
         + f", objective {objective}, budget {k:,}"
     ]
     feature_dim = None
-    if options.method == "rds":
+    if options.method == "rds" or lm_for_network:
         rds = _plan_lm_features(pool, target, options, throughput)
-        lines.append(rds["line"])
+        if options.method == "rds":
+            feature_dim = rds["dimension"]
+            lines.append(rds["line"])
+        else:
+            features = valuation_options(options).features
+            lines.append(f"{rds['line']}, read by the network (--features {features})")
         total_passes += rds["passes"]
         total_seconds += rds["seconds"]
-        feature_dim = rds["dimension"]
         notes.extend(rds["notes"])
+    if options.method == "rds":
+        pass  # no sentence embedder runs
     elif options.method != "random" and embeddings is not None:
         d = embeddings.vectors.shape[1]
         lines.append(f"  embed            none: {d}-d embeddings provided ({embeddings.path})")

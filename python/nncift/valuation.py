@@ -67,6 +67,12 @@ class ValuationOptions:
     dtype: str | None = None
     max_length: int = 1024
     embedder: str = "default"
+    #: What the estimator reads for an item: "minilm" the sentence embeddings (`embedder`, or
+    #: provided ones), "lm" the LM's RDS+ features (`nncift.lm_features`), "both" the two
+    #: L2-normalised vectors concatenated and scaled by 1/sqrt(2) (unit rows). Set by the
+    #: caller (`nncift.pipeline`); labels never depend on it (DELIFT (SE) stays the
+    #: embeddings' cosine), networks do (`network_key`).
+    features: str = "minilm"
     seed: int = 0
     #: "auto" fits the paper's network and its similarity-aware and closed-form rivals and keeps
     #: the simplest one whose rank score on held-out items is within one standard error of the
@@ -222,6 +228,7 @@ class Valuer:
         progress: bool = True,
         embedding_model: str = "unknown",
         ray: Any = None,
+        features: tuple[np.ndarray, np.ndarray | None, str] | None = None,
     ) -> None:
         if options.method not in INFLUENCE_METHODS:
             raise InputError(
@@ -237,6 +244,11 @@ class Valuer:
         self.manifest = manifest
         self.progress = progress
         self.embedding_model = embedding_model
+        # What the networks read (pool, targets, model id): `options.features`' vectors, given
+        # by the caller; the embeddings when None. Labels use the embeddings either way.
+        if features is None:
+            features = (pool_emb, target_emb, embedding_model)
+        self.pool_x, self.target_x, self.features_model = features
         #: `RaySettings` to label on Ray workers and predict in Ray shards (None: locally).
         self.ray = ray
         self._lm: Any = None
@@ -363,14 +375,14 @@ class Valuer:
                 return scorer.pointwise(row_emb)
             return scorer.aggregate(row_emb, col_emb, how=how)
 
-        values = np.asarray(predict(how, self.pool_emb, col_emb), dtype=np.float32)
+        values = np.asarray(predict(how, self.pool_x, col_emb), dtype=np.float32)
         if not values.flags.writeable:
             values = values.copy()
         block = None
         if how == "mean":
             # The predictions the labels replace: the small labelled block, same network.
             assert col_emb is not None and cols is not None
-            block = predict("dense", self.pool_emb[rows], col_emb[cols])
+            block = predict("dense", self.pool_x[rows], col_emb[cols])
         n_cols = None if col_emb is None else col_emb.shape[0]
         counts = use_true_labels(
             values, labels, rows, cols, how=how, n_cols=n_cols, predicted_block=block
@@ -406,11 +418,11 @@ class Valuer:
                     kind="pointwise" if pointwise else "pairwise",
                     random_state=self.opt.seed,
                     progress=self.progress,
-                    embedding_model=self.embedding_model,
+                    embedding_model=self.features_model,
                     label_name=self.opt.method,
                 )
-                col_emb = None if (pointwise or square) else self.target_emb
-                est.fit(self.pool_emb, col_emb, labels, rows=rows, cols=cols)
+                col_emb = None if (pointwise or square) else self.target_x
+                est.fit(self.pool_x, col_emb, labels, rows=rows, cols=cols)
                 est.export(path)
                 rec.update(
                     reused=False,
@@ -473,7 +485,7 @@ class Valuer:
         else:
             net = self._network("data", labels, rows, cols, square=True)
             with self.manifest.stage("predict_data", pairs=m * m) as rec:
-                data, counts = self._predict(net, "dense", self.pool_emb, (labels, rows, cols))
+                data, counts = self._predict(net, "dense", self.pool_x, (labels, rows, cols))
                 rec.update(counts)
         val = Valuation(
             data_kernel=_scale01(data, lo, hi),
@@ -491,9 +503,7 @@ class Valuer:
             else:
                 net = self._network("pairwise", labels, rows, cols, square=False)
                 with self.manifest.stage("predict_pairwise", pairs=m * n) as rec:
-                    query, counts = self._predict(
-                        net, "dense", self.target_emb, (labels, rows, cols)
-                    )
+                    query, counts = self._predict(net, "dense", self.target_x, (labels, rows, cols))
                     rec.update(counts)
             val.query_kernel = _scale01(query, lo, hi)
             val.info["label_range_pairwise"] = [lo, hi]
@@ -512,7 +522,7 @@ class Valuer:
             net = self._network("pairwise", labels, rows, cols, square=False)
             with self.manifest.stage("predict_pairwise", pairs=m * n) as rec:
                 # LESS's pointwise value: mean over the task's targets (one task here).
-                scores, counts = self._predict(net, "mean", self.target_emb, (labels, rows, cols))
+                scores, counts = self._predict(net, "mean", self.target_x, (labels, rows, cols))
                 rec.update(counts)
         return Valuation(
             scores=np.asarray(scores, dtype=np.float32), info={"entries": {"pairwise": counts}}

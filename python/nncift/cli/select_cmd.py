@@ -108,6 +108,16 @@ def provided_embeddings(
     "MLP only), or another variant of nncift.estimator.VARIANTS.",
 )
 @click.option(
+    "--features",
+    type=click.Choice(["minilm", "lm", "both"]),
+    default="minilm",
+    show_default=True,
+    help="What the network of delift/delift-se/less/selectit reads for an item: minilm the "
+    "sentence embeddings (--embedder or --embeddings), lm the LM's RDS+ features (its "
+    "position-weighted mean-pooled hidden states, one --lm forward per item, cached), both the "
+    "two concatenated. Labels do not depend on it.",
+)
+@click.option(
     "--epochs",
     type=int,
     default=None,
@@ -196,6 +206,7 @@ def select_command(
     dtype: str | None,
     max_length: int,
     variant: str,
+    features: str,
     epochs: int | None,
     dry_run: bool,
     embeddings_file: str | None,
@@ -241,6 +252,7 @@ def select_command(
             dtype=dtype,
             max_length=max_length,
             variant=variant,
+            features=features,
             epochs=epochs,
         ),
     )
