@@ -91,7 +91,11 @@ class SelectionResult:
     Attributes:
         indices: (k,) int64, chosen pool indices in selection order (``initial`` excluded).
         gains: (k,) float64, marginal gain of each when chosen (not divided by cost).
-        objective: ``f(initial + chosen)``.
+        objective: ``f(initial + chosen)``. With ``optimizer="greedi"`` the merge's value:
+            ``f`` over the union of the parts' picks as its ground set (facility location,
+            mix and graph cut then cover / sum rows over the union's items only, a lower
+            bound of ``f`` over the pool; exact for the disparity functions), and ``gains``
+            are the merge's marginal gains on that ground set.
         timings: seconds per stage (``kernel``, ``select``, ...; ``total``).
         mode: how the kernel was held (``dense``, ``sparse``, ``onthefly``, ``greedi-...``).
         optimizer: the optimizer that ran.

@@ -78,7 +78,8 @@ enum State {
         kind: PairKind,
         /// graph cut: row sums; unused otherwise.
         rowsum: Vec<f64>,
-        /// graph cut: sum of K[c, x] over chosen x; disparity-sum: sum of 1 - K[c, x].
+        /// graph cut: sum of K[c, x] + K[x, c] over chosen x; disparity-sum: sum of
+        /// 1 - K[c, x].
         acc: Vec<f64>,
         /// disparity-min: distance to the nearest chosen item.
         mind: Vec<f32>,
@@ -86,6 +87,8 @@ enum State {
         count: usize,
         current_min: f64,
         col: Vec<f32>,
+        /// graph cut: row `j` of the kernel on insert (empty otherwise).
+        row: Vec<f32>,
     },
 }
 
@@ -332,6 +335,10 @@ impl<'a> Problem<'a> {
                     count: 0,
                     current_min: 0.0,
                     col: vec![0.0; n],
+                    row: match kind {
+                        PairKind::GraphCut(_) => vec![0.0; n],
+                        _ => Vec::new(),
+                    },
                 }
             }
         };
@@ -452,9 +459,7 @@ impl<'a> Problem<'a> {
             } => {
                 for (o, &j) in out.iter_mut().zip(cands) {
                     *o = match kind {
-                        PairKind::GraphCut(l) => {
-                            rowsum[j] - 2.0 * l * acc[j] - l * f64::from(diag[j])
-                        }
+                        PairKind::GraphCut(l) => rowsum[j] - l * acc[j] - l * f64::from(diag[j]),
                         PairKind::DispSum => acc[j],
                         PairKind::DispMin => f64::from(mind[j]),
                     };
@@ -502,6 +507,7 @@ impl<'a> Problem<'a> {
                 count,
                 current_min,
                 col,
+                row,
                 ..
             } => {
                 let kernel = kernel.ok_or_else(|| CoreError::Runtime("kernel missing".into()))?;
@@ -514,8 +520,20 @@ impl<'a> Problem<'a> {
                 }
                 match kind {
                     PairKind::GraphCut(_) => {
-                        for (a, &v) in acc.iter_mut().zip(col.iter()) {
-                            *a += f64::from(v);
+                        // The pair term sum_{i, j in A} K[i, j] counts both K[c, j] and
+                        // K[j, c]. Doubling K[c, j] alone (as before) was right only for a
+                        // symmetric kernel: on an InfluenceNetwork's kernel (or a kNN one)
+                        // the gains and the reported objective depended on the pick order.
+                        // For a symmetric kernel v + v == 2 v exactly: results are unchanged.
+                        kernel.row(j, row)?;
+                        if let Some(p) = row.iter().position(|v| !v.is_finite() || *v < 0.0) {
+                            return Err(CoreError::Value(format!(
+                                "kernel entry ({j}, {p}) = {} is negative or not finite",
+                                row[p]
+                            )));
+                        }
+                        for ((a, &v), &w) in acc.iter_mut().zip(col.iter()).zip(row.iter()) {
+                            *a += f64::from(v) + f64::from(w);
                         }
                     }
                     PairKind::DispSum => {

@@ -126,6 +126,33 @@ impl KernelData<'_> {
         }
     }
 
+    /// Row `j` over all columns, written densely into `out` (len n_cols).
+    pub fn row(&self, j: usize, out: &mut [f32]) -> CoreResult<()> {
+        match self {
+            KernelData::Dense(a) => {
+                for (o, v) in out.iter_mut().zip(a.row(j).iter()) {
+                    *o = *v;
+                }
+                Ok(())
+            }
+            KernelData::Sparse(s) => {
+                out.fill(0.0);
+                let (idx, val) = s.row(j);
+                for (&t, &v) in idx.iter().zip(val) {
+                    out[t as usize] = v;
+                }
+                Ok(())
+            }
+            KernelData::Source(s) => {
+                let m = s.n_cols();
+                let cols: Vec<usize> = (0..m).collect();
+                out.par_chunks_mut(65536)
+                    .zip(cols.par_chunks(65536))
+                    .try_for_each(|(o, c)| s.block(&[j], c, o))
+            }
+        }
+    }
+
     /// Per-row maximum over all columns (used for FLMI's query cap and FLCG's
     /// private floor), computed blockwise. Missing sparse entries count as 0.
     pub fn row_max(&self) -> CoreResult<Vec<f32>> {
