@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nncift.io import sha256_file, write_json_atomic
+from nncift.io import fault_point, sha256_file, write_json_atomic
 
 
 def _versions() -> dict[str, str]:
@@ -52,6 +52,7 @@ class Manifest:
     def stage(self, name: str, **info: Any) -> Iterator[dict[str, Any]]:
         """Time a stage; the yielded dict collects facts about it (cache hits, sizes)."""
         record: dict[str, Any] = dict(info)
+        fault_point(f"stage:{name}")  # test-only kill point (nncift.io.FAULT_PAUSE_ENV)
         t0 = time.perf_counter()
         try:
             yield record

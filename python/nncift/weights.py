@@ -129,7 +129,7 @@ def write_network(path: str | os.PathLike[str], net: NetworkWeights) -> None:
     `net` was validated when it was built, so a trainer can never write a file the
     scorer would refuse.
     """
-    from safetensors.numpy import save_file
+    from safetensors.numpy import save
 
     from nncift.io import atomic_path
 
@@ -159,8 +159,11 @@ def write_network(path: str | os.PathLike[str], net: NetworkWeights) -> None:
     )
     if net.label_name is not None:
         metadata["label_name"] = net.label_name
+    data = save(tensors, metadata=metadata)
+    # Written by Python, not by safetensors' own file writer: a full disk then raises an
+    # OSError naming the file (save_file raised a SafetensorError the CLI showed as a crash).
     with atomic_path(path, suffix=".safetensors") as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+        tmp.write_bytes(data)
 
 
 def read_network(path: str | os.PathLike[str]) -> NetworkWeights:
