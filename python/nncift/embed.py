@@ -8,10 +8,16 @@ Cache layout (`cache_dir/<model key>/`): shards `NNNNNN.keys.npy` (n, 32) uint8 
 sha256 of each text — and `NNNNNN.vecs.npy` (n, d) float32, written atomically. A rerun,
 or a pool that grew, only embeds texts whose hash is not in a shard yet. Plain .npy files
 (no pickle), so a cache folder can be shared.
+
+Processes sharing a cache take the folder's lock (`.lock`, `nncift.io.file_lock`) to embed
+and store: the second one waits, finds the texts the first stored and embeds only the rest,
+so a text is embedded once and two writers never number a shard alike. A shard is visible
+only once its keys file is in place (written last), so a killed writer leaves none half-made.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -23,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from nncift.errors import InputError
-from nncift.io import load_npy, save_npy_atomic
+from nncift.io import file_lock, load_npy, save_npy_atomic
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +94,25 @@ class EmbeddingCache:
         self.dir = (
             root / "embeddings" / f"{safe}-{hashlib.sha256(model_id.encode()).hexdigest()[:12]}"
         )
+
+    def locked(self) -> contextlib.AbstractContextManager[bool]:
+        """The cache folder's inter-process lock (created with the folder).
+
+        A folder nncift cannot create or write (read-only, or under a file) is refused here,
+        before any text is embedded, with an error naming it.
+        """
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            lock = self.dir / ".lock"
+            # Creating the lock file is the write test: root ignores a 0555 mode, so it
+            # cannot be judged from permission bits.
+            os.close(os.open(lock, os.O_RDWR | os.O_CREAT, 0o666))
+        except OSError as exc:
+            raise InputError(
+                f"cannot write the embedding cache folder {self.dir}: {exc.strerror}; set "
+                "NNCIFT_CACHE or --cache-dir to a writable folder"
+            ) from exc
+        return file_lock(lock, waiting=f"waiting for another process embedding into {self.dir}")
 
     def _shards(self) -> list[tuple[Path, Path]]:
         if not self.dir.is_dir():
@@ -263,6 +288,24 @@ class Embedder:
                 bar.advance(task, len(parts[-1]))
         return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
 
+    def _embed_missing(
+        self, texts: list[str], keys: np.ndarray, todo: np.ndarray, vecs: np.ndarray | None
+    ) -> np.ndarray:
+        """Embed the texts at `todo` (each distinct one once), store them, fill `vecs`."""
+        assert self.cache is not None
+        uniq: dict[bytes, int] = {}
+        for i in todo:
+            uniq.setdefault(bytes(keys[i]), int(i))
+        first = np.fromiter(uniq.values(), dtype=np.int64)
+        new = self._encode([texts[i] for i in first])
+        if vecs is None:
+            vecs = np.zeros((len(texts), new.shape[1]), dtype=np.float32)
+        row_of = {k: r for r, k in enumerate(uniq)}
+        for i in todo:
+            vecs[i] = new[row_of[bytes(keys[i])]]
+        self.cache.store(keys[first], new)
+        return vecs
+
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Embed `texts` -> (n, d) float32, rows L2-normalised. Cached texts skip the model."""
         texts = list(texts)
@@ -276,18 +319,13 @@ class Embedder:
         found, vecs = self.cache.lookup(keys)
         todo = np.flatnonzero(~found)
         if len(todo):
-            # Embed each distinct missing text once.
-            uniq: dict[bytes, int] = {}
-            for i in todo:
-                uniq.setdefault(bytes(keys[i]), int(i))
-            first = np.fromiter(uniq.values(), dtype=np.int64)
-            new = self._encode([texts[i] for i in first])
-            if vecs is None:
-                vecs = np.zeros((len(texts), new.shape[1]), dtype=np.float32)
-            row_of = {k: r for r, k in enumerate(uniq)}
-            for i in todo:
-                vecs[i] = new[row_of[bytes(keys[i])]]
-            self.cache.store(keys[first], new)
+            # Under the cache's lock, look again: a process sharing the cache may have
+            # stored these texts while this one waited, and each text is embedded once.
+            with self.cache.locked():
+                found, vecs = self.cache.lookup(keys)
+                todo = np.flatnonzero(~found)
+                if len(todo):
+                    vecs = self._embed_missing(texts, keys, todo, vecs)
         assert vecs is not None
         self.last_stats = {
             "texts": len(texts),

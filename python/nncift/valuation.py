@@ -41,6 +41,7 @@ import numpy as np
 
 from nncift.data import Items
 from nncift.errors import InputError
+from nncift.io import file_lock
 from nncift.manifest import Manifest
 
 log = logging.getLogger(__name__)
@@ -402,7 +403,14 @@ class Valuer:
 
         # One folder per labels, one file per network settings: a new network reuses the labels.
         path = self.run_dir / f"net-{network_key(self.opt)}-{name}.safetensors"
-        with self.manifest.stage(f"train_{name}") as rec:
+        # Under the network's lock, so two runs sharing the run folder train it once: the
+        # second waits and reuses the file. Without it both trained and wrote the file, and a
+        # run could select with the other's network while its manifest described its own.
+        lock = file_lock(
+            path.with_name(f".{path.name}.lock"),
+            waiting=f"waiting for another process training {path.name}",
+        )
+        with self.manifest.stage(f"train_{name}") as rec, lock:
             rec["path"] = str(path)
             if path.is_file():
                 from nncift.weights import read_network

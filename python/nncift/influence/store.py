@@ -14,6 +14,15 @@ manifest is rewritten (atomically) after every tile. So:
 * a tile file the manifest does not list (written just before an interruption) is ignored
   and recomputed.
 
+Processes may share a folder (two runs on one cache): the manifest is read, changed and
+written under the folder's lock (``.lock``), and a tile is computed under its own lock
+(``.locks/<tile>.lock``) after checking again that no other process listed it meanwhile, so
+every tile is computed once. A process first takes the tiles nobody holds and then waits
+for the others' (computing a tile itself only if its holder died: `flock` locks end with
+their process, so a killed run blocks nobody). A function that runs the tiles itself
+(`run_tiles`, Ray) holds the folder's compute lock (``.compute.lock``) exclusively, local
+runs share it.
+
 When every tile is done, ``labels.npy`` (float32, ``(len(rows), len(cols))`` or
 ``(len(rows),)``) is assembled next to ``rows.npy`` / ``cols.npy`` (int64 indices into the
 pool / targets).
@@ -35,11 +44,14 @@ import numpy as np
 
 from nncift.errors import InputError
 from nncift.influence import Cost, as_index
-from nncift.io import load_npy, save_npy_atomic, sha256_file, write_json_atomic
+from nncift.io import file_lock, load_npy, save_npy_atomic, sha256_file, write_json_atomic
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "labels-manifest.json"
+#: Lock files: the manifest's (held for short read-change-write steps), the compute lock
+#: (shared by local runs, exclusive for `run_tiles`), and one per tile in LOCKS.
+LOCK, COMPUTE_LOCK, LOCKS = ".lock", ".compute.lock", ".locks"
 FORMAT = "nncift-labels"
 FORMAT_VERSION = 1
 
@@ -115,10 +127,53 @@ def _check_tile(path: Path, entry: dict[str, Any]) -> str | None:
     return None
 
 
-def _run_locally(fn: Any, work: list[tuple[str, np.ndarray, np.ndarray | None]]) -> Any:
-    """Tiles one after the other in this process (lazily: a stopped loop computes no more)."""
-    for name, rows, cols in work:
-        yield name, (fn.block(rows, cols) if cols is not None else fn.points(rows))
+def _read_manifest(mpath: Path) -> dict[str, Any]:
+    try:
+        manifest: dict[str, Any] = json.loads(mpath.read_text())
+    except ValueError as exc:
+        raise InputError(
+            f"{mpath}: unreadable label manifest ({exc}); use a new --out folder"
+        ) from exc
+    return manifest
+
+
+def _check_fingerprint(
+    manifest: dict[str, Any], mpath: Path, out: Path, spec: dict[str, Any], fingerprint: str
+) -> None:
+    if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
+        raise InputError(f"{mpath}: not an nncift label manifest of version {FORMAT_VERSION}")
+    if manifest.get("fingerprint") != fingerprint:
+        old = manifest.get("spec", {})
+        diff = sorted(
+            k
+            for k in spec
+            if json.dumps(old.get(k), sort_keys=True, default=str)
+            != json.dumps(spec[k], sort_keys=True, default=str)
+        )
+        raise InputError(
+            f"{out} holds labels of a different run "
+            f"(differs in: {', '.join(diff) or 'format'}); "
+            "use another --out folder or delete this one"
+        )
+
+
+def _cost(d: dict[str, Any]) -> Cost:
+    return Cost(**{k: v for k, v in d.items() if k in Cost.__dataclass_fields__})
+
+
+def _merge_info(info: dict[str, Any], new: dict[str, Any]) -> None:
+    """Keep a tile's small facts (truncations, ids) for the manifest."""
+    for k, v in new.items():
+        if isinstance(v, int | float | str | bool):
+            info[k] = v
+        elif isinstance(v, dict):
+            info.setdefault(k, {}).update({str(a): b for a, b in v.items()})
+        elif isinstance(v, list) and len(v) <= 1000:
+            if all(isinstance(x, int) for x in v):  # item indices (empty targets): union
+                seen = info.setdefault(k, [])
+                seen.extend(x for x in v if x not in seen)
+            else:  # per-run facts (checkpoint weights): the latest
+                info[k] = v
 
 
 def compute_labels(
@@ -172,69 +227,53 @@ def compute_labels(
     fingerprint = hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
     mpath = out / MANIFEST
     tiles = _tiles(r.size, c.size if c is not None else None, tr, tc)
-    manifest: dict[str, Any]
-    if mpath.exists():
-        try:
-            manifest = json.loads(mpath.read_text())
-        except ValueError as exc:
-            raise InputError(
-                f"{mpath}: unreadable label manifest ({exc}); use a new --out folder"
-            ) from exc
-        if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
-            raise InputError(f"{mpath}: not an nncift label manifest of version {FORMAT_VERSION}")
-        if manifest.get("fingerprint") != fingerprint:
-            old = manifest.get("spec", {})
-            diff = sorted(
-                k
-                for k in spec
-                if json.dumps(old.get(k), sort_keys=True, default=str)
-                != json.dumps(spec[k], sort_keys=True, default=str)
-            )
-            raise InputError(
-                f"{out} holds labels of a different run "
-                f"(differs in: {', '.join(diff) or 'format'}); "
-                "use another --out folder or delete this one"
-            )
-    else:
-        out.mkdir(parents=True, exist_ok=True)
-        manifest = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "fingerprint": fingerprint,
-            "method": getattr(fn, "name", type(fn).__name__),
-            "kind": spec["kind"],
-            "shape": [int(r.size)] + ([int(c.size)] if c is not None else []),
-            "spec": spec,
-            "tiles": {},
-            "cost_total": Cost().to_dict(),
-            "complete": False,
-        }
-        save_npy_atomic(out / "rows.npy", r)
-        if c is not None:
-            save_npy_atomic(out / "cols.npy", c)
-        write_json_atomic(mpath, manifest)
+    out.mkdir(parents=True, exist_ok=True)
+    tdir, ldir = out / "tiles", out / LOCKS
+    with file_lock(out / LOCK):
+        if mpath.exists():
+            manifest = _read_manifest(mpath)
+            _check_fingerprint(manifest, mpath, out, spec, fingerprint)
+        else:
+            manifest = {
+                "format": FORMAT,
+                "format_version": FORMAT_VERSION,
+                "fingerprint": fingerprint,
+                "method": getattr(fn, "name", type(fn).__name__),
+                "kind": spec["kind"],
+                "shape": [int(r.size)] + ([int(c.size)] if c is not None else []),
+                "spec": spec,
+                "tiles": {},
+                "cost_total": Cost().to_dict(),
+                "complete": False,
+            }
+            save_npy_atomic(out / "rows.npy", r)
+            if c is not None:
+                save_npy_atomic(out / "cols.npy", c)
+            write_json_atomic(mpath, manifest)
+        tdir.mkdir(exist_ok=True)
+        ldir.mkdir(exist_ok=True)
+        recorded: dict[str, Any] = manifest["tiles"]
+        recomputed: list[str] = []
+        for name in list(recorded):
+            problem = _check_tile(tdir / f"{name}.npy", recorded[name])
+            if problem is not None:
+                log.warning("label tile %s: %s; computing it again", name, problem)
+                recomputed.append(name)
+                del recorded[name]
+        if recomputed:
+            manifest["complete"] = False
+            manifest.setdefault("recomputed", []).extend(recomputed)
+            write_json_atomic(mpath, manifest)
 
-    tdir = out / "tiles"
-    tdir.mkdir(exist_ok=True)
-    recorded: dict[str, Any] = manifest["tiles"]
-    recomputed: list[str] = []
-    for name in list(recorded):
-        problem = _check_tile(tdir / f"{name}.npy", recorded[name])
-        if problem is not None:
-            log.warning("label tile %s: %s; computing it again", name, problem)
-            recomputed.append(name)
-            del recorded[name]
-    if recomputed:
-        manifest["complete"] = False
-        manifest.setdefault("recomputed", []).extend(recomputed)
-        write_json_atomic(mpath, manifest)
+    def listed() -> dict[str, Any]:
+        """The tiles the manifest on disk lists now (other processes add to it)."""
+        with file_lock(out / LOCK):
+            return dict(_read_manifest(mpath)["tiles"])
 
     reused = len(recorded)
     computed = 0
     cost = Cost()
-    total_cost = Cost(
-        **{k: v for k, v in manifest["cost_total"].items() if k in Cost.__dataclass_fields__}
-    )
+    total_cost = _cost(manifest["cost_total"])
     t0 = time.perf_counter()
     pairs_done_now = 0
     todo = [t for t in tiles if t[0] not in recorded]
@@ -243,75 +282,118 @@ def compute_labels(
     )
     info: dict[str, Any] = {}
     stopped = False
+    done = len(recorded)
     if progress is not None:
-        progress(len(recorded), len(tiles), None)
-    # A function that runs many tiles itself (nncift.distributed.labels.RayInfluence) gets
-    # them all and yields them as they finish; this loop stays the only writer of the folder.
+        progress(done, len(tiles), None)
     work = [
         (name, r[rs], c[cs] if cs is not None and c is not None else None) for name, rs, cs in todo
     ]
-    run_tiles = getattr(fn, "run_tiles", None)
-    results = run_tiles(work) if run_tiles is not None else _run_locally(fn, work)
     left = {name for name, _, _ in work}
-    for name, res in results:
-        if name not in left:  # never written twice, whatever the executor does
-            log.warning("label tile %s came back twice; keeping the first", name)
-            continue
+
+    def finished(name: str, res: Any) -> None:
+        """Store a tile this process computed and list it (the manifest re-read under the
+        lock, so other processes' tiles stay listed)."""
+        nonlocal computed, cost, total_cost, pairs_done_now, pairs_left, done, stopped
         left.discard(name)
         tile_path = tdir / f"{name}.npy"
         save_npy_atomic(tile_path, res.values)
-        recorded[name] = {
+        entry = {
             "sha256": sha256_file(tile_path),
             "shape": list(res.values.shape),
             "cost": res.cost.to_dict(),
         }
+        with file_lock(out / LOCK):
+            current = _read_manifest(mpath)
+            current["tiles"][name] = entry
+            total_cost = _cost(current["cost_total"]) + res.cost
+            current["cost_total"] = total_cost.to_dict()
+            write_json_atomic(mpath, current)
         cost = cost + res.cost
-        total_cost = total_cost + res.cost
-        manifest["cost_total"] = total_cost.to_dict()
-        write_json_atomic(mpath, manifest)
         computed += 1
+        done += 1
         n = res.values.size
         pairs_done_now += n
         pairs_left -= n
-        for k, v in res.info.items():  # keep small facts (truncations, ids) for the manifest
-            if isinstance(v, int | float | str | bool):
-                info[k] = v
-            elif isinstance(v, dict):
-                info.setdefault(k, {}).update({str(a): b for a, b in v.items()})
-            elif isinstance(v, list) and len(v) <= 1000:
-                if all(isinstance(x, int) for x in v):  # item indices (empty targets): union
-                    seen = info.setdefault(k, [])
-                    seen.extend(x for x in v if x not in seen)
-                else:  # per-run facts (checkpoint weights): the latest
-                    info[k] = v
+        _merge_info(info, res.info)
         if progress is not None:
             rate = (time.perf_counter() - t0) / max(1, pairs_done_now)
-            progress(len(recorded), len(tiles), rate * pairs_left if pairs_done_now else None)
+            progress(done, len(tiles), rate * pairs_left if pairs_done_now else None)
         # At least one tile per call, so a too-small budget still makes progress.
         if left and max_seconds is not None and time.perf_counter() - t0 >= max_seconds:
             stopped = True
-            break
-    close = getattr(results, "close", None)
-    if close is not None:  # stop a distributed run's queued tiles
-        close()
 
-    complete = not stopped and len(recorded) == len(tiles)
-    values = None
-    if complete:
-        shape = tuple(manifest["shape"])
-        values = np.zeros(shape, dtype=np.float32)
-        for name, rs, cs in tiles:
-            tile = load_npy(tdir / f"{name}.npy")
-            if cs is None:
-                values[rs] = tile
-            else:
-                values[rs, cs] = tile
-        save_npy_atomic(out / "labels.npy", values)
-        manifest["labels_sha256"] = sha256_file(out / "labels.npy")
-    manifest["complete"] = complete
-    if info:
-        manifest.setdefault("info", {}).update(info)
-    write_json_atomic(mpath, manifest)
+    def taken_by_another(name: str, now: dict[str, Any] | None = None) -> bool:
+        """Whether another process sharing the folder has listed this tile meanwhile."""
+        nonlocal done, reused
+        if name not in (listed() if now is None else now):
+            return False
+        left.discard(name)
+        reused += 1
+        done += 1
+        return True
+
+    run_tiles = getattr(fn, "run_tiles", None)
+    with file_lock(
+        out / COMPUTE_LOCK,
+        shared=run_tiles is None,
+        waiting=f"waiting for another process labelling into {out}",
+    ):
+        if run_tiles is not None:
+            # A function that runs many tiles itself (nncift.distributed.labels.RayInfluence)
+            # gets them all and yields them as they finish; it holds the compute lock alone,
+            # and this loop stays the only writer of the folder.
+            now = listed()
+            work = [w for w in work if not taken_by_another(w[0], now)]
+            results = run_tiles(work)
+            for name, res in results:
+                if name not in left:  # never written twice, whatever the executor does
+                    log.warning("label tile %s came back twice; keeping the first", name)
+                    continue
+                finished(name, res)
+                if stopped:
+                    break
+            close = getattr(results, "close", None)
+            if close is not None:  # stop a distributed run's queued tiles
+                close()
+        else:
+            # First the tiles no other process holds, then wait for the held ones: their
+            # holder lists them (reused here) or dies (computed here).
+            deferred: list[tuple[str, np.ndarray, np.ndarray | None]] = []
+            for blocking, batch in ((False, work), (True, deferred)):
+                for name, rows_, cols_ in batch:
+                    if stopped:
+                        break
+                    with file_lock(ldir / f"{name}.lock", blocking=blocking) as got:
+                        if not got:
+                            deferred.append((name, rows_, cols_))
+                            continue
+                        if taken_by_another(name):
+                            continue
+                        res = fn.block(rows_, cols_) if cols_ is not None else fn.points(rows_)
+                        finished(name, res)
+
+    with file_lock(out / LOCK):
+        manifest = _read_manifest(mpath)
+        recorded = manifest["tiles"]
+        complete = all(name in recorded for name, _, _ in tiles)
+        values = None
+        labels_path = out / "labels.npy"
+        if complete:  # from the listed tiles, always (a labels.npy already there may be stale)
+            shape = tuple(manifest["shape"])
+            values = np.zeros(shape, dtype=np.float32)
+            for name, rs, cs in tiles:
+                tile = load_npy(tdir / f"{name}.npy")
+                if cs is None:
+                    values[rs] = tile
+                else:
+                    values[rs, cs] = tile
+            save_npy_atomic(labels_path, values)
+            manifest["labels_sha256"] = sha256_file(labels_path)
+        manifest["complete"] = complete
+        if info:
+            manifest.setdefault("info", {}).update(info)
+        write_json_atomic(mpath, manifest)
+        total_cost = _cost(manifest["cost_total"])
     return LabelRun(
         out_dir=out,
         values=values,
