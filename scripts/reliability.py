@@ -11,7 +11,8 @@ lost, ok}`).
 Usage:
     .venv/bin/python scripts/reliability.py [--quick] [--out docs/reliability.md]
 
---quick skips the 1M-line case, the cases that load a model and the slow scenarios. The exit
+--quick skips the 1M-line pool, the cases that import torch or load a model, and the slow
+scenarios (kill and concurrency, unless a scenario says otherwise with `slow`). The exit
 status is 1 when any case did not behave (a refused input without its one-line error, an
 accepted input not written back intact, something left behind).
 """
@@ -150,7 +151,9 @@ def _pool_case(
     return Case(name, category, lambda i, o: _select(write(i), o, *extra), message)
 
 
-def _selected_ok(n: int, want: Callable[[list[dict[str, Any]]], bool] | None = None):  # type: ignore[no-untyped-def]
+def _selected_ok(
+    n: int, want: Callable[[list[dict[str, Any]]], bool] | None = None
+) -> Callable[[Path], str]:
     def check(out: Path) -> str:
         path = out / "subset.jsonl"
         if not path.is_file():
@@ -1047,7 +1050,12 @@ def write_doc(
         "",
         "Exit code 1 is nncift's own one-line error (`Error: ...`); exit code 2 is a Click "
         "usage error (an option value outside its range), also one `Error:` line after the "
-        "usage line. No case prints a traceback.",
+        "usage line. "
+        + (
+            "No case prints a traceback."
+            if n_ok == len(outcomes)
+            else f"{len(outcomes) - n_ok} case(s) marked NOT OK did not behave as intended."
+        ),
         "",
     ]
     path.write_text("\n".join(lines), encoding="utf-8")
