@@ -156,6 +156,8 @@ class EmbeddingCache:
         return found, out
 
     def store(self, keys: np.ndarray, vecs: np.ndarray) -> None:
+        """Add a shard. Call it inside `locked()` (the next shard number is read from the
+        folder; `flock` is not re-entrant, so this does not take the lock itself)."""
         if len(keys) == 0:
             return
         self.dir.mkdir(parents=True, exist_ok=True)
