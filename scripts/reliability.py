@@ -27,6 +27,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -970,7 +971,64 @@ def scale_outcomes(workdir: Path, quick: bool) -> list[Outcome]:
             res.seconds,
         )
     )
+    if not quick:
+        outcomes.append(huge_line_embedded(workdir))
     return outcomes
+
+
+def run_cli_peak(args: list[str], workdir: Path, timeout: float = 900) -> tuple[CliResult, int]:
+    """`run_cli` in a subprocess, plus that process's peak RSS in KiB (its own rusage)."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    env["NNCIFT_CACHE"] = str(workdir / "cache")
+    start = time.perf_counter()
+    with (workdir / "stdout").open("w+") as out, (workdir / "stderr").open("w+") as err:
+        proc = subprocess.Popen([*nncift_command(), "-q", *args], stdout=out, stderr=err, env=env)
+        timer = threading.Timer(timeout, proc.kill)
+        timer.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            timer.cancel()
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        res = CliResult(proc.returncode, out.read(), err.read(), time.perf_counter() - start)
+    return res, int(usage.ru_maxrss)
+
+
+def huge_line_embedded(workdir: Path) -> Outcome:
+    """A 45 MB response of words through the default method (the embedder tokenizes it)."""
+    rng = np.random.default_rng(0)
+    words = np.array(["alpha", "beta", "gamma", "delta", "the", "of", "and", "data", "model"])
+    huge = " ".join(words[rng.integers(0, len(words), 50 * 2**20 // 6)])[: 45 * 2**20]
+    pool = _jsonl(
+        workdir / "huge_words.jsonl",
+        [*GOOD[:3], {"prompt": "45 MB of words", "response": huge}],
+    )
+    out = workdir / "out_words"
+    out.mkdir()
+    res, peak_kib = run_cli_peak(
+        ["select", "--pool", str(pool), "--budget", "4", "--out", str(out / "s.jsonl")], workdir
+    )
+    written = (
+        [json.loads(x) for x in (out / "s.jsonl").read_text().splitlines()] if res.code == 0 else []
+    )
+    ok = any(r.get("response") == huge for r in written)
+    did = (
+        f"embedded (default method), selected and written back intact: exit {res.code} in "
+        f"{res.seconds:.0f} s, peak RSS {peak_kib / 2**20:.1f} GiB (the tokenizer encodes the "
+        "whole text before cutting it to the model's 256 tokens)"
+    )
+    if not ok:
+        did += f" [NOT OK: {res.stderr.strip()[-200:]}]"
+    return Outcome(
+        "a single 45 MB line of words, default embedding method",
+        "scale",
+        did,
+        "nothing" if ok else "the record",
+        ok,
+        res.seconds,
+    )
 
 
 # ---------------------------------------------------------------- faults (tests/faults.py)
