@@ -82,7 +82,9 @@ class Cost:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["seconds"] = round(self.seconds, 4)
+        # Six significant digits, not fixed decimals: fast tiles (tens of microseconds) summed
+        # over a resumed run must not round to zero.
+        d["seconds"] = float(f"{self.seconds:.6g}")
         return d
 
 
