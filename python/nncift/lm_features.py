@@ -351,7 +351,7 @@ class LMFeaturizer:
         """Pooled, normalised features of token sequences -> (n, H) float32."""
         import torch
 
-        from nncift.influence._lm import _batches, pad_id
+        from nncift.influence._lm import _batches, pad_id, right_pad
         from nncift.progress import bar
 
         lm = self._model()
@@ -366,12 +366,7 @@ class LMFeaturizer:
         with bar(enabled=self.progress) as progress, torch.inference_mode():
             task = progress.add_task(f"LM features with {lm.name}", total=len(seqs))
             for group in _batches(lengths, self.batch_tokens, self.max_batch):
-                width = max(lengths[i] for i in group)
-                ids = torch.full((len(group), width), pid, dtype=torch.long)
-                mask = torch.zeros((len(group), width), dtype=torch.long)
-                for b, i in enumerate(group):
-                    ids[b, : lengths[i]] = torch.tensor(seqs[i])
-                    mask[b, : lengths[i]] = 1
+                ids, mask = right_pad(seqs, group, pid)
                 hidden = body(
                     input_ids=ids.to(dev), attention_mask=mask.to(dev)
                 ).last_hidden_state  # (B, L, H), after the final norm

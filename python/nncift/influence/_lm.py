@@ -236,6 +236,54 @@ def _batches(lengths: Sequence[int], batch_tokens: int, max_batch: int) -> list[
     return groups
 
 
+def right_pad(seqs: Sequence[Sequence[int]], group: Sequence[int], pid: int) -> tuple[Any, Any]:
+    """`(ids, mask)` of the sequences `group` picks, right-padded with `pid` to the longest.
+
+    Padding never influences real tokens of a causal LM given the attention mask.
+    """
+    import torch
+
+    width = max(len(seqs[i]) for i in group)
+    ids = torch.full((len(group), width), pid, dtype=torch.long)
+    mask = torch.zeros((len(group), width), dtype=torch.long)
+    for b, i in enumerate(group):
+        ids[b, : len(seqs[i])] = torch.tensor(seqs[i])
+        mask[b, : len(seqs[i])] = 1
+    return ids, mask
+
+
+def _gather_logprobs(
+    path: LogitsPath,
+    hidden: Any,
+    ids: Any,
+    group: Sequence[int],
+    starts: Sequence[int],
+    ends: Sequence[int],
+    out: list[np.ndarray],
+) -> None:
+    """`out[i]` = log p of tokens `starts[i]:ends[i]` of batch row `b` (``group[b] == i``).
+
+    Position k-1 of `hidden` predicts token k (the next-token shift); only the wanted
+    positions go through the LM head, so a batch never builds its full logits tensor.
+    """
+    import torch
+
+    dev = hidden.device
+    rows, pos, tgt = [], [], []
+    for b, i in enumerate(group):
+        k = torch.arange(starts[i], ends[i])
+        rows.append(torch.full_like(k, b))
+        pos.append(k - 1)
+        tgt.append(ids[b, k])
+    r, p, t = torch.cat(rows), torch.cat(pos), torch.cat(tgt)
+    lp = _token_logprobs(path, hidden[r.to(dev), p.to(dev)], t.to(dev)).cpu().numpy()
+    offset = 0
+    for i in group:
+        n = ends[i] - starts[i]
+        out[i] = lp[offset : offset + n].astype(np.float32)
+        offset += n
+
+
 def response_logprobs(
     lm: Any,
     seqs: Sequence[Seq],
@@ -262,28 +310,10 @@ def response_logprobs(
     lengths = [len(s.ids) for s in seqs]
     with torch.inference_mode():
         for group in _batches(lengths, batch_tokens, max_batch):
-            width = max(lengths[i] for i in group)
-            ids = torch.full((len(group), width), pid, dtype=torch.long)
-            mask = torch.zeros((len(group), width), dtype=torch.long)
-            for b, i in enumerate(group):
-                ids[b, : lengths[i]] = torch.tensor(seqs[i].ids)
-                mask[b, : lengths[i]] = 1
+            ids, mask = right_pad([s.ids for s in seqs], group, pid)
             hidden = body(input_ids=ids.to(dev), attention_mask=mask.to(dev)).last_hidden_state
             meter.forward(len(group), sum(lengths[i] for i in group))
-            rows, pos, tgt = [], [], []
-            for b, i in enumerate(group):
-                s = seqs[i]
-                k = torch.arange(s.start, lengths[i])
-                rows.append(torch.full_like(k, b))
-                pos.append(k - 1)  # next-token shift: position k-1 predicts token k
-                tgt.append(ids[b, k])
-            r, p, t = torch.cat(rows), torch.cat(pos), torch.cat(tgt)
-            lp = _token_logprobs(path, hidden[r.to(dev), p.to(dev)], t.to(dev)).cpu().numpy()
-            offset = 0
-            for i in group:
-                n = lengths[i] - seqs[i].start
-                out[i] = lp[offset : offset + n].astype(np.float32)
-                offset += n
+            _gather_logprobs(path, hidden, ids, group, [s.start for s in seqs], lengths, out)
     return out
 
 
@@ -336,6 +366,7 @@ def prefix_response_logprobs(
             lm, suffixes, meter, batch_tokens=batch_tokens, max_batch=max_batch
         )
     lengths = [len(s.ids) for s in suffixes]
+    starts = [s.start for s in suffixes]
     with torch.inference_mode():
         pids = torch.tensor([list(prefix)], dtype=torch.long, device=dev)
         cache = DynamicCache(config=lm.model.config)
@@ -367,19 +398,7 @@ def prefix_response_logprobs(
                 **{ckw: batch_cache},
             ).last_hidden_state
             meter.forward(B, sum(lengths[i] for i in group))
-            rows, pos, tgt = [], [], []
-            for b, i in enumerate(group):
-                k = torch.arange(suffixes[i].start, lengths[i])
-                rows.append(torch.full_like(k, b))
-                pos.append(k - 1)
-                tgt.append(ids[b, k])
-            r, p, t = torch.cat(rows), torch.cat(pos), torch.cat(tgt)
-            lp = _token_logprobs(path, hidden[r.to(dev), p.to(dev)], t.to(dev)).cpu().numpy()
-            offset = 0
-            for i in group:
-                n = lengths[i] - suffixes[i].start
-                out[i] = lp[offset : offset + n].astype(np.float32)
-                offset += n
+            _gather_logprobs(path, hidden, ids, group, starts, lengths, out)
     return out
 
 
@@ -404,12 +423,7 @@ def next_token_logprobs(
     out: list[Any] = [None] * len(prompts)
     with torch.inference_mode():
         for group in _batches(lengths, batch_tokens, max_batch):
-            width = max(lengths[i] for i in group)
-            ids = torch.full((len(group), width), pid, dtype=torch.long)
-            mask = torch.zeros((len(group), width), dtype=torch.long)
-            for b, i in enumerate(group):
-                ids[b, : lengths[i]] = torch.tensor(prompts[i])
-                mask[b, : lengths[i]] = 1
+            ids, mask = right_pad(prompts, group, pid)
             hidden = body(input_ids=ids.to(dev), attention_mask=mask.to(dev)).last_hidden_state
             meter.forward(len(group), sum(lengths[i] for i in group))
             last = torch.tensor([lengths[i] - 1 for i in group], device=dev)
