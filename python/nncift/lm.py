@@ -126,6 +126,30 @@ class LM:
     def has_chat_template(self) -> bool:
         return bool(getattr(self.tokenizer, "chat_template", None))
 
+    @classmethod
+    def wrap(
+        cls,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        name: str,
+        device: torch.device,
+        dtype: torch.dtype,
+        max_length: int,
+        source: dict[str, Any],
+    ) -> LM:
+        """An `LM` for a loaded model: counts its parameters and settles its context length."""
+        return cls(
+            model=model,
+            tokenizer=tokenizer,
+            name=name,
+            device=device,
+            dtype=dtype,
+            n_params=int(sum(p.numel() for p in model.parameters())),
+            max_length=_context_length(model, tokenizer, max_length),
+            source=source,
+        )
+
     def describe(self) -> dict[str, Any]:
         """JSON-friendly summary for manifests."""
         return {
@@ -450,16 +474,8 @@ def load_lm(
                     "folder or the packaged default (--lm default)."
                 ) from exc
             source = {"path": str(path) if path.exists() else None}
-    n_params = sum(p.numel() for p in model.parameters())
-    return LM(
-        model=model,
-        tokenizer=tok,
-        name=sname,
-        device=dev,
-        dtype=dt,
-        n_params=int(n_params),
-        max_length=_context_length(model, tok, max_length),
-        source=source,
+    return LM.wrap(
+        model, tok, name=sname, device=dev, dtype=dt, max_length=max_length, source=source
     )
 
 

@@ -399,7 +399,6 @@ def lm_shell(lm: str, *, device: str | None, dtype: str | None, max_length: int)
         DEFAULT_LM_ALIASES,
         DEFAULT_LM_NAME,
         LM,
-        _context_length,
         load_lm,
         materialize_default_lm,
         resolve_device,
@@ -423,16 +422,8 @@ def lm_shell(lm: str, *, device: str | None, dtype: str | None, max_length: int)
         # The run's own loader words the error.
         load_lm(lm, device=device or "auto", dtype=dtype or "auto", max_length=max_length)
         raise
-    n_params = sum(p.numel() for p in model.parameters())
-    return LM(
-        model=model,
-        tokenizer=tok,
-        name=name,
-        device=dev,
-        dtype=dt,
-        n_params=int(n_params),
-        max_length=_context_length(model, tok, max_length),
-        source={"shell": True},
+    return LM.wrap(
+        model, tok, name=name, device=dev, dtype=dt, max_length=max_length, source={"shell": True}
     )
 
 
