@@ -11,10 +11,8 @@ use std::sync::Arc;
 
 use ndarray::Array2;
 use nncift_core::select::{
-    self, DenseSource, Greedi, KernelSpec, Mode, Optimizer, Outcome, Request, RunConfig,
-    SetFunction,
+    self, Greedi, KernelSpec, Mode, Optimizer, Outcome, OwnedDense, Request, RunConfig, SetFunction,
 };
-use nncift_core::{CoreResult, PairwiseSource};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed};
 
@@ -24,23 +22,6 @@ fn config(cases: u32) -> Config {
         failure_persistence: None,
         rng_seed: RngSeed::Fixed(0x7365_6c65_6374),
         ..Config::default()
-    }
-}
-
-/// An owned dense matrix served through the on-the-fly interface.
-struct Owned(Array2<f32>);
-impl PairwiseSource for Owned {
-    fn n_rows(&self) -> usize {
-        self.0.nrows()
-    }
-    fn n_cols(&self) -> usize {
-        self.0.ncols()
-    }
-    fn block(&self, rows: &[usize], cols: &[usize], out: &mut [f32]) -> CoreResult<()> {
-        DenseSource {
-            data: self.0.view(),
-        }
-        .block(rows, cols, out)
     }
 }
 
@@ -175,7 +156,7 @@ fn run(c: &Case, opt: Optimizer, greedi: Option<Greedi>, n_jobs: usize) -> Outco
     let kernel = match (&c.function, c.mode) {
         (SetFunction::Modular, _) => None,
         (_, Mode::Dense) => Some(KernelSpec::Dense(c.kernel.view())),
-        _ => Some(KernelSpec::Source(Arc::new(Owned(c.kernel.clone())))),
+        _ => Some(KernelSpec::Source(Arc::new(OwnedDense(c.kernel.clone())))),
     };
     let req = Request {
         function: c.function.clone(),

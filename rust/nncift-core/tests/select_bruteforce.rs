@@ -154,7 +154,7 @@ fn run(
     };
     let kernel = match mode {
         Mode::Dense => KernelSpec::Dense(k.view()),
-        _ => KernelSpec::Source(Arc::new(Owned(k.clone()))),
+        _ => KernelSpec::Source(Arc::new(select::OwnedDense(k.clone()))),
     };
     let req = Request {
         function: f,
@@ -171,27 +171,6 @@ fn run(
         },
     };
     select::run(&req, n_jobs).expect("selection runs")
-}
-
-struct Owned(Array2<f32>);
-impl nncift_core::PairwiseSource for Owned {
-    fn n_rows(&self) -> usize {
-        self.0.nrows()
-    }
-    fn n_cols(&self) -> usize {
-        self.0.ncols()
-    }
-    fn block(
-        &self,
-        rows: &[usize],
-        cols: &[usize],
-        out: &mut [f32],
-    ) -> nncift_core::CoreResult<()> {
-        select::DenseSource {
-            data: self.0.view(),
-        }
-        .block(rows, cols, out)
-    }
 }
 
 #[test]

@@ -91,7 +91,9 @@ impl KernelSpec<'_> {
     }
 }
 
-struct OwnedDense(Array2<f32>);
+/// An owned dense matrix served through the on-the-fly (`PairwiseSource`) interface: how a
+/// kernel computed elsewhere is fed to the block-wise code paths (and to tests of them).
+pub struct OwnedDense(pub Array2<f32>);
 impl PairwiseSource for OwnedDense {
     fn n_rows(&self) -> usize {
         self.0.nrows()
