@@ -1016,8 +1016,8 @@ def huge_line_embedded(workdir: Path) -> Outcome:
     ok = any(r.get("response") == huge for r in written)
     did = (
         f"embedded (default method), selected and written back intact: exit {res.code} in "
-        f"{res.seconds:.0f} s, peak RSS {peak_kib / 2**20:.1f} GiB (the tokenizer encodes the "
-        "whole text before cutting it to the model's 256 tokens)"
+        f"{res.seconds:.0f} s, peak RSS {peak_kib / 2**20:.1f} GiB (texts are cut to 256 characters "
+        "per token of the embedder's context before tokenizing)"
     )
     if not ok:
         did += f" [NOT OK: {res.stderr.strip()[-200:]}]"

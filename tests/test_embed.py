@@ -6,7 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from nncift.embed import DEFAULT_EMBEDDER_ID, Embedder, resolve_embedder
+from nncift.embed import (
+    CHARS_PER_TOKEN_CAP,
+    DEFAULT_EMBEDDER_ID,
+    Embedder,
+    cut_for_context,
+    resolve_embedder,
+)
 from nncift.errors import InputError
 
 TEXTS = [
@@ -75,3 +81,17 @@ def test_default_id_is_recorded() -> None:
 def test_empty_input() -> None:
     with pytest.raises(InputError, match="empty"):
         Embedder(progress=False).embed([])
+
+
+def test_very_long_text_is_cut_before_tokenizing_without_changing_its_embedding(
+    tmp_path: Path,
+) -> None:
+    # Far past MiniLM's 256-token context: the model sees the same first 256 tokens either way,
+    # but only the cut text is tokenized (a whole 50 MB line took gigabytes of token ids).
+    long = " ".join(f"word{i % 97} and more" for i in range(60_000))  # ~0.9 MB
+    cut = cut_for_context([long, "short"], 256)
+    assert len(cut[0]) == 256 * CHARS_PER_TOKEN_CAP < len(long) and cut[1] == "short"
+    emb = Embedder(cache_dir=None, progress=False)
+    ours = emb.embed([long])
+    direct = emb._load().encode([long], normalize_embeddings=True, convert_to_numpy=True)
+    np.testing.assert_allclose(ours, direct, atol=1e-6)

@@ -185,6 +185,21 @@ class EmbeddingCache:
             v.unlink(missing_ok=True)
 
 
+#: Characters kept per token of the embedder's context before tokenizing. The model truncates
+#: at `max_seq_length` tokens anyway; cutting the text first keeps a 50 MB line from being
+#: tokenized whole (gigabytes of token ids). No real token spans 256 characters (WordPiece
+#: maps a word over 100 characters to one [UNK]), so the tokens the model sees are unchanged.
+CHARS_PER_TOKEN_CAP = 256
+
+
+def cut_for_context(texts: list[str], max_seq_length: int | None) -> list[str]:
+    """`texts` with each cut to `CHARS_PER_TOKEN_CAP` characters per token of context."""
+    if not max_seq_length or max_seq_length <= 0:
+        return texts
+    cap = int(max_seq_length) * CHARS_PER_TOKEN_CAP
+    return [t if len(t) <= cap else t[:cap] for t in texts]
+
+
 def pick_device(device: str | None = None) -> str:
     """`device` if given, else `cuda` when a GPU is visible, else `cpu`."""
     if device:
@@ -271,6 +286,7 @@ class Embedder:
         from nncift.progress import third_party_bars_off
 
         model = self._load()
+        texts = cut_for_context(texts, getattr(model, "max_seq_length", None))
         chunk = max(self.batch_size * 8, 256)
         parts = []
         with (
