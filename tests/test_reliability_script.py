@@ -80,8 +80,9 @@ def test_npy_claims_beyond_the_file_are_refused_before_loading(tmp_path: Path) -
     # file made np.load allocate 35.5 PiB (MemoryError, a traceback through the CLI); an empty
     # labels .npy raised EOFError, which Click reported as a bare "Aborted!".
     from nncift.errors import InputError
+    from nncift.io import check_npy_fits
     from nncift.labels import read_labels
-    from nncift.provided_embeddings import check_npy_fits, load_provided_embeddings
+    from nncift.provided_embeddings import load_provided_embeddings
 
     good = tmp_path / "good.npy"
     np.save(good, np.ones((12, 4), np.float32))

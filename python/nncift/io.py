@@ -234,6 +234,38 @@ def save_npy_atomic(target: str | os.PathLike[str], array: np.ndarray) -> None:
         np.save(fh, array, allow_pickle=False)
 
 
+def check_npy_fits(path: str | os.PathLike[str]) -> None:
+    """Refuse a .npy whose header claims more data than the file holds, before numpy reads it.
+
+    np.load allocates what the header claims before reading: a 128-byte file claiming
+    (10^8, 10^8) float32 raised MemoryError ("Unable to allocate 35.5 PiB"), a traceback
+    through the CLI, and a smaller false claim allocated gigabytes before failing.
+    """
+    from numpy.lib import format as npy_format
+
+    from nncift.errors import InputError
+
+    readers = {(1, 0): npy_format.read_array_header_1_0, (2, 0): npy_format.read_array_header_2_0}
+    size = os.path.getsize(path)
+    with open(path, "rb") as fh:
+        try:
+            reader = readers.get(npy_format.read_magic(fh))
+            if reader is None:
+                return  # a newer format version: np.load's own checks apply
+            shape, _, dtype = reader(fh)
+        except ValueError as exc:
+            raise InputError(f"{path}: not a plain numeric .npy file ({exc})") from exc
+        if dtype.hasobject:
+            return  # refused by np.load(allow_pickle=False) with its own message
+        claimed = dtype.itemsize * int(np.prod(shape, dtype=object))  # Python int: no overflow
+        held = size - fh.tell()
+    if claimed > held:
+        raise InputError(
+            f"{path}: the header claims shape {tuple(shape)} of {dtype} ({claimed:,} bytes) but "
+            f"the file holds {held:,} bytes of data: truncated or corrupt"
+        )
+
+
 def load_npy(path: str | os.PathLike[str], mmap: bool = False) -> np.ndarray:
     """Load a user's .npy file without ever unpickling (object arrays are refused)."""
     from nncift.errors import InputError
@@ -241,6 +273,7 @@ def load_npy(path: str | os.PathLike[str], mmap: bool = False) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such file")
+    check_npy_fits(path)
     try:
         return np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
     except ValueError as exc:

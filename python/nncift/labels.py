@@ -101,16 +101,12 @@ def read_labels(path: str | os.PathLike[str], rows: Any = None, cols: Any = None
       pointwise if there is no column column.
     """
     from nncift.io import load_npy
-    from nncift.provided_embeddings import check_npy_fits
 
     p = Path(path)
     if not p.is_file():
         raise InputError(f"{p}: no such labels file")
     suf = p.suffix.lower()
     if suf == ".npy":
-        # Before np.load: an empty file raised EOFError (Click printed only "Aborted!") and a
-        # header claiming more than the file holds made numpy allocate the claim first.
-        check_npy_fits(p)
         arr = load_npy(p)
         return PairLabels.from_block(arr, rows, cols)
     if suf == ".npz":

@@ -73,40 +73,9 @@ def finite_rows(vectors: np.ndarray, path: str) -> np.ndarray:
     return out
 
 
-def check_npy_fits(path: str | os.PathLike[str]) -> None:
-    """Refuse a .npy whose header claims more data than the file holds, before numpy reads it.
-
-    np.load allocates what the header claims before reading: a 128-byte file claiming
-    (10^8, 10^8) float32 raised MemoryError ("Unable to allocate 35.5 PiB"), a traceback
-    through the CLI, and a smaller false claim allocated gigabytes before failing.
-    """
-    from numpy.lib import format as npy_format
-
-    readers = {(1, 0): npy_format.read_array_header_1_0, (2, 0): npy_format.read_array_header_2_0}
-    size = os.path.getsize(path)
-    with open(path, "rb") as fh:
-        try:
-            reader = readers.get(npy_format.read_magic(fh))
-            if reader is None:
-                return  # a newer format version: np.load's own checks apply
-            shape, _, dtype = reader(fh)
-        except ValueError as exc:
-            raise InputError(f"{path}: not a plain numeric .npy file ({exc})") from exc
-        if dtype.hasobject:
-            return  # refused by np.load(allow_pickle=False) with its own message
-        claimed = dtype.itemsize * int(np.prod(shape, dtype=object))  # Python int: no overflow
-        held = size - fh.tell()
-    if claimed > held:
-        raise InputError(
-            f"{path}: the header claims shape {tuple(shape)} of {dtype} ({claimed:,} bytes) but "
-            f"the file holds {held:,} bytes of data: truncated or corrupt"
-        )
-
-
 def _from_npy(path: Path, ids: list[str], dedupe: bool) -> tuple[np.ndarray, str]:
     from nncift.io import load_npy
 
-    check_npy_fits(path)
     arr = load_npy(path)
     if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
         raise InputError(f"{path}: embeddings must be numbers, got dtype {arr.dtype}")
@@ -224,7 +193,6 @@ def check_pair(pool: ProvidedEmbeddings, target: ProvidedEmbeddings | None) -> N
 
 __all__ = [
     "ProvidedEmbeddings",
-    "check_npy_fits",
     "check_pair",
     "finite_rows",
     "load_provided_embeddings",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import click
@@ -77,12 +76,10 @@ def load_embeddings(
     or None when read from .npy).
     """
     from nncift.io import load_npy
-    from nncift.provided_embeddings import check_npy_fits, finite_rows
+    from nncift.provided_embeddings import finite_rows
     from nncift.weights import check_embedding_model, check_embeddings
 
     if spec.lower().endswith(".npy"):
-        if Path(spec).is_file():
-            check_npy_fits(spec)  # before np.load allocates what a corrupt header claims
         arr = load_npy(spec)
         if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.floating):
             raise InputError(

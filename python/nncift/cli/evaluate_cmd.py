@@ -113,7 +113,6 @@ def evaluate_cmd(ctx: click.Context, **kw: Any) -> None:
         write_sweep_json,
     )
     from nncift.io import load_npy
-    from nncift.provided_embeddings import check_npy_fits
     from nncift.split import split_from_metadata, u_split
 
     quiet = bool(ctx.obj.get("quiet", False))
@@ -121,8 +120,6 @@ def evaluate_cmd(ctx: click.Context, **kw: Any) -> None:
     man = Manifest("evaluate", options=dict(kw))
     rows_e, cols_e, model_id = training_inputs(kw, man, quiet)
     man.add_input("labels", kw["labels"])
-    if Path(kw["labels"]).is_file():
-        check_npy_fits(kw["labels"])  # an empty file: EOFError in np.load, shown as "Aborted!"
     labels = load_npy(kw["labels"])
     n_cols = rows_e.shape[0] if cols_e is None else cols_e.shape[0]
     if labels.ndim != 2 or labels.shape != (rows_e.shape[0], n_cols):

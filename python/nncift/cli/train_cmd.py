@@ -61,15 +61,10 @@ def train_cmd(ctx: click.Context, **kw: Any) -> None:
     """Train an InfluenceNetwork on labelled pairs and export it for the Rust scorer."""
     from nncift.estimator import NO_SIGNAL_MESSAGE, InfluenceEstimator, read_labels
     from nncift.io import load_npy
-    from nncift.provided_embeddings import check_npy_fits
 
     quiet = bool(ctx.obj.get("quiet", False))
     man = Manifest("train", options={k: v for k, v in kw.items()})
     rows_e, cols_e, model_id = training_inputs(kw, man, quiet)
-    for index_file in (kw["rows"], kw["cols"]):
-        if index_file and Path(index_file).is_file():
-            # An empty file: EOFError in np.load, which Click showed as a bare "Aborted!".
-            check_npy_fits(index_file)
     rows = load_npy(kw["rows"]) if kw["rows"] else None
     cols = load_npy(kw["cols"]) if kw["cols"] else None
     man.add_input("labels", kw["labels"])
