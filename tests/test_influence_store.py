@@ -145,3 +145,28 @@ def test_delift_se_with_the_real_embedder() -> None:
     res = DeliftSE(pool, target).block()
     assert res.cost.embed_texts == 3
     assert res.values[0, 0] > res.values[1, 0] + 0.2  # the related example is much closer
+
+
+def test_sparse_pairs_are_tiled_by_row_resumed_and_equal_the_full_matrix(tmp_path: Path) -> None:
+    """A sparse design's pairs: one block per pool row (its targets together), `tile_rows`
+    rows per tile, (n,) labels in the pairs' order; an interrupted run resumes."""
+    rows = np.array([3, 5, 3, 7, 0, 5, 22, 3, 11])
+    cols = np.array([1, 2, 4, 0, 8, 7, 3, 0, 5])
+    Counting.calls = 0
+    with pytest.raises(KeyboardInterrupt):
+        compute_labels(_fn(fail_at=4), tmp_path, rows=rows, cols=cols, pairs=True, tile_rows=2)
+    assert Counting.calls == 4  # rows 3, 5 (tile 0), 7, 0 (tile 1): one block per row
+    Counting.calls = 0
+    run = compute_labels(_fn(), tmp_path, rows=rows, cols=cols, pairs=True, tile_rows=2)
+    assert run.tiles_total == 3 and run.reused == 2 and run.computed == 1
+    assert Counting.calls == 2  # rows 22 and 11
+    full = _fn().block(range(23), range(9)).values
+    np.testing.assert_allclose(run.values, full[rows, cols], atol=1e-6)
+    labels, r, c, manifest = load_labels(tmp_path)
+    assert labels.shape == (9,) and manifest["pairs"] is True
+    np.testing.assert_array_equal(r, rows)
+    np.testing.assert_array_equal(c, cols)
+    with pytest.raises(InputError, match="different run.*cols"):
+        compute_labels(_fn(), tmp_path, rows=rows, cols=(cols + 1) % 9, pairs=True, tile_rows=2)
+    with pytest.raises(InputError, match="duplicates"):
+        compute_labels(_fn(), tmp_path / "d", rows=[1, 1], cols=[2, 2], pairs=True)

@@ -431,6 +431,194 @@ def items_for_budget(budget: float, cost: CostFn, make: Callable[[int], Design],
     return make(lo)
 
 
+# ------------------------------------------------------------------------- label budgets
+
+#: Units of `--label-budget`: pairs labelled (items for pointwise methods), distinct pool
+#: items labelled, or a share of the full matrix's LM passes.
+BUDGET_UNITS = ("pairs", "items", "share")
+BUDGET_GRAMMAR = (
+    "N (pairs labelled; items for selectit), Nitems (distinct pool items labelled) or P% "
+    "(a share of the LM passes of labelling every pair, 0 < P <= 100); e.g. 5000, 300items, 2%"
+)
+
+
+@dataclass(frozen=True)
+class LabelBudget:
+    """A parsed `--label-budget`: `amount` in `unit` ("pairs", "items" or "share", the last
+    a fraction in (0, 1]); `text` as the user wrote it."""
+
+    amount: float
+    unit: str
+    text: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"text": self.text, "amount": self.amount, "unit": self.unit}
+
+
+def parse_label_budget(text: str) -> LabelBudget:
+    """`5000` -> pairs, `300items` (or `300 items`) -> items, `2%` -> share 0.02.
+
+    Anything else is refused, naming the grammar: a bare fraction like 0.02 could mean a
+    share of the pairs, of the items or of the LM cost, so it is not accepted."""
+    import re
+
+    t = str(text).strip().lower().replace(" ", "")
+    m = re.fullmatch(r"(\d+)(items?|pairs?)?", t)
+    if m:
+        n = int(m.group(1))
+        if n < 1:
+            raise InputError(f"--label-budget {text!r}: must be at least 1")
+        unit = "items" if (m.group(2) or "").startswith("item") else "pairs"
+        return LabelBudget(float(n), unit, str(text))
+    m = re.fullmatch(r"(\d+(?:\.\d*)?|\.\d+)%", t)
+    if m:
+        pct = float(m.group(1))
+        if not 0 < pct <= 100:
+            raise InputError(f"--label-budget {text!r}: a share must be in (0%, 100%]")
+        return LabelBudget(pct / 100.0, "share", str(text))
+    if re.fullmatch(r"\d+(\.\d*)?s", t):
+        raise InputError(
+            f"--label-budget {text!r}: LM seconds are not a budget unit (the time of a pass "
+            "depends on the machine and its load); give a share of the LM passes instead, "
+            f"and price it with --dry-run. Use {BUDGET_GRAMMAR}"
+        )
+    raise InputError(f"--label-budget {text!r} is not understood; use {BUDGET_GRAMMAR}")
+
+
+def budget_cost(budget: LabelBudget, method: str, n_rows: int, n_cols: int | None) -> CostFn:
+    """The cost function the budget is counted in, on an (n_rows, n_cols) matrix (n_cols
+    None: items): pairs, distinct pool items, or the design's LM passes over the full
+    matrix's (`design_cost` without token lengths; LESS's fixed warm-up left out)."""
+    if budget.unit == "pairs":
+        return lambda d: float(len(d))
+    if budget.unit == "items":
+        return lambda d: float(d.labelled_rows().size)
+    if method == "delift-se":
+        raise InputError(
+            "delift-se costs no LM passes (its labels are embedding cosines), so a share of "
+            "the LM cost means nothing; give --label-budget in pairs (e.g. 5000) or items "
+            "(e.g. 300items)"
+        )
+    cost_method = method if n_cols is not None or method != "less" else "less-mean"
+    full = design_cost(full_design(n_rows, n_cols), cost_method).variable_passes
+    return lambda d: float(design_cost(d, cost_method).variable_passes) / max(full, 1)
+
+
+def budget_amount(budget: LabelBudget) -> float:
+    """The budget in the units of `budget_cost` (a share is a fraction of the full cost)."""
+    return budget.amount
+
+
+#: Per method: the designs that fit it (first: the default with --label-budget; see
+#: docs/valuation.md, "what nncift select uses").
+DESIGNS_FOR = {
+    "delift": ("active", "spread", "landmark", "block"),
+    "delift-se": ("block", "spread", "landmark", "active"),
+    "less": ("block", "spread", "landmark", "active"),
+    "selectit": ("random", "diverse", "active", "block"),
+}
+
+
+def check_design(design: str, method: str) -> None:
+    """Refuse a design that does not fit the method, naming the ones that do."""
+    fits = DESIGNS_FOR.get(method)
+    if fits is None:
+        raise InputError(f"--design applies to delift, delift-se, less and selectit, not {method}")
+    if design not in fits:
+        kind = "pool items (pointwise)" if method == "selectit" else "(pool item, target) pairs"
+        raise InputError(
+            f"design {design!r} does not fit --method {method}, which labels {kind}; "
+            f"choose from {', '.join(fits)}"
+        )
+
+
+def make_design(
+    design: str,
+    *,
+    method: str,
+    n_rows: int,
+    n_cols: int | None,
+    budget: LabelBudget,
+    seed: int = 0,
+    features: np.ndarray | None = None,
+    square: bool = False,
+) -> Design:
+    """The non-active design `design` of `method` within `budget` on an (n_rows, n_cols)
+    matrix (n_cols None: items). features: (n_rows, d) pool features for k-centre choices.
+    square: a pool x pool kernel (the block labels the same items on both sides).
+
+    Raises InputError when the design does not fit the method, or the budget is below the
+    design's minimum (naming it)."""
+    check_design(design, method)
+    cost = budget_cost(budget, method, n_rows, n_cols)
+    amount = budget_amount(budget)
+    if n_cols is None:
+        if design == "block" or design == "random":
+            return items_for_budget(amount, cost, lambda k: random_items(n_rows, k, seed=seed),
+                                    n_rows)  # fmt: skip
+        if design == "diverse":
+            if features is None:
+                raise InputError("the diverse design needs item features")
+            return items_for_budget(amount, cost, lambda k: diverse_items(features, k, seed=seed),
+                                    n_rows)  # fmt: skip
+        raise InputError(f"make_design does not build {design!r}; see active_round")
+    if design == "block":
+        if square:
+            return _square_block_for_budget(n_rows, budget=amount, cost=cost, seed=seed)
+        return block_for_budget(n_rows, n_cols, budget=amount, cost=cost, seed=seed)
+    if design == "spread":
+        return spread_for_budget(n_rows, n_cols, budget=amount, cost=cost, seed=seed)
+    if design == "landmark":
+        return landmark_for_budget(n_rows, n_cols, budget=amount, cost=cost, per_row=2,
+                                   seed=seed, features=features)  # fmt: skip
+    raise InputError(f"make_design does not build {design!r}; see active_round")
+
+
+def _square_block_for_budget(n: int, *, budget: float, cost: CostFn, seed: int) -> Design:
+    """The largest first-u block of a pool x pool kernel (same items on both sides)."""
+    from nncift.split import u_split
+
+    best = None
+    for a in range(1, n + 1):
+        items = u_split(n, None, u=a / n, seed=seed).rows_in
+        d = Design("block", np.repeat(items, items.size), np.tile(items, items.size), n, n,
+                   {"u": a / n, "block_rows": int(items.size), "block_cols": int(items.size)})  # fmt: skip
+        if cost(d) > budget:
+            if best is None:
+                raise InputError(
+                    f"label budget {budget:g} is below the smallest block's cost {cost(d):g}; "
+                    f"raise the budget to at least {cost(d):g}"
+                )
+            break
+        best = d
+    assert best is not None
+    return best
+
+
+def initial_active(
+    *,
+    method: str,
+    n_rows: int,
+    n_cols: int | None,
+    budget: LabelBudget,
+    seed: int = 0,
+    features: np.ndarray | None = None,
+) -> Design:
+    """The start of the active design: landmark-1 (pairwise; diverse landmarks when features
+    are given) or diverse items (pointwise) at half the budget, as benchmarked."""
+    check_design("active", method)
+    cost = budget_cost(budget, method, n_rows, n_cols)
+    half = budget_amount(budget) / 2
+    if n_cols is None:
+        if features is None:
+            return items_for_budget(half, cost, lambda k: random_items(n_rows, k, seed=seed),
+                                    n_rows)  # fmt: skip
+        return items_for_budget(half, cost, lambda k: diverse_items(features, k, seed=seed),
+                                n_rows)  # fmt: skip
+    return landmark_for_budget(n_rows, n_cols, budget=half, cost=cost, per_row=1, seed=seed,
+                               features=features)  # fmt: skip
+
+
 # ------------------------------------------------------------------------------ active
 
 
@@ -450,12 +638,7 @@ def active(
 
     label(rows, cols) -> (n,) values of those pairs (cols None: items). fit(design, values,
     rng) -> an estimator with `predict(rows, cols)`; with an rng it fits a bootstrap
-    resample (the function resamples). After each fit, every pool item gets a score: the
-    spread (std) of its predicted mean value over `n_boot` bootstrap fits, times 2 when its
-    mean prediction is inside the top `select_fraction` (the items the selection would take,
-    where an error changes the subset) or within one std of the threshold. The highest-scored
-    items get one more label each (pairwise: a target already used, the least-labelled, not
-    yet paired with it, so no new no-example pass), a round's share of the budget at a time.
+    resample (the function resamples). Each round is `active_round`.
 
     Returns (design, values): the final design ("active") and its labels in design order.
     """
@@ -467,39 +650,74 @@ def active(
     design = Design("active", initial.rows, initial.cols, initial.n_rows, initial.n_cols,
                     {**initial.info, "initial": initial.name})  # fmt: skip
     values = np.asarray(label(design.rows, design.cols), dtype=np.float64)
+    for r in range(rounds):
+        new = active_round(
+            design, values, budget=budget, cost=cost, fit=fit, round_index=r, rounds=rounds,
+            rng=rng, select_fraction=select_fraction, n_boot=n_boot,
+        )  # fmt: skip
+        if new is None:
+            break
+        new_vals = np.asarray(label(new.rows, new.cols), dtype=np.float64)
+        design = design.union(new, name="active")
+        values = np.concatenate([values, new_vals])
+    return design, values
+
+
+def active_round(
+    design: Design,
+    values: np.ndarray,
+    *,
+    budget: float,
+    cost: CostFn,
+    fit: Callable[[Design, np.ndarray, np.random.Generator | None], Any],
+    round_index: int,
+    rounds: int,
+    rng: np.random.Generator,
+    select_fraction: float = 0.1,
+    n_boot: int = 8,
+) -> Design | None:
+    """The pairs (or items) round `round_index` of `rounds` adds to `design`, or None when
+    the budget is spent or nothing fits.
+
+    After `n_boot` bootstrap fits on (design, values), every pool item gets a score: the
+    spread (std) of its predicted mean value, times 2 when its mean prediction is inside
+    the top `select_fraction` (the items the selection would take, where an error changes
+    the subset) or within one std of the threshold. The highest-scored items get one more
+    label each (pairwise: a target already used, the least-labelled, not yet paired with
+    it, so no new no-example pass), until the round's share of the budget left is spent.
+    Pure: the caller labels the returned pairs (so a run can store a round before labelling
+    it, and resume it).
+    """
+    spent = cost(design)
+    left = budget - spent
+    if left <= 0 or round_index >= rounds:
+        return None
+    round_budget = spent + left / (rounds - round_index)
     n = design.n_rows
     pairwise = design.cols is not None
     eval_cols = design.labelled_cols() if pairwise else None
-    for r in range(rounds):
-        spent = cost(design)
-        left = budget - spent
-        if left <= 0:
-            break
-        round_budget = spent + left / (rounds - r)
-        means = []
-        for _ in range(n_boot):
-            est = fit(design, values, np.random.default_rng(int(rng.integers(2**31))))
-            means.append(_row_means(est, n, eval_cols))
-        m = np.mean(means, axis=0)
-        sd = np.std(means, axis=0)
-        k = max(1, int(round(select_fraction * n)))
-        thr = np.sort(m)[::-1][k - 1]
-        weight = np.where((m >= thr) | (np.abs(m - thr) <= sd), 2.0, 1.0)
-        order = np.lexsort((np.arange(n), -(sd * weight)))
-        added = False
-        for i in order:
-            new = _one_more(design, int(i), eval_cols)
-            if new is None:
-                continue
-            trial = design.union(new, name="active")
-            if cost(trial) > round_budget:
-                continue
-            new_vals = np.asarray(label(new.rows, new.cols), dtype=np.float64)
-            design, values = trial, np.concatenate([values, new_vals])
-            added = True
-        if not added:
-            break
-    return design, values
+    means = []
+    for _ in range(n_boot):
+        est = fit(design, values, np.random.default_rng(int(rng.integers(2**31))))
+        means.append(_row_means(est, n, eval_cols))
+    m = np.mean(means, axis=0)
+    sd = np.std(means, axis=0)
+    k = max(1, int(round(select_fraction * n)))
+    thr = np.sort(m)[::-1][k - 1]
+    weight = np.where((m >= thr) | (np.abs(m - thr) <= sd), 2.0, 1.0)
+    order = np.lexsort((np.arange(n), -(sd * weight)))
+    grown = design
+    added: Design | None = None
+    for i in order:
+        new = _one_more(grown, int(i), eval_cols)
+        if new is None:
+            continue
+        trial = grown.union(new, name="active")
+        if cost(trial) > round_budget:
+            continue
+        grown = trial
+        added = new if added is None else added.union(new, name="add")
+    return added
 
 
 def _row_means(est: Any, n: int, cols: np.ndarray | None) -> np.ndarray:
@@ -530,20 +748,29 @@ def _one_more(design: Design, i: int, cols: np.ndarray | None) -> Design | None:
 
 
 __all__ = [
+    "BUDGET_GRAMMAR",
+    "DESIGNS_FOR",
+    "LabelBudget",
     "POINTWISE_DESIGNS",
     "PAIRWISE_DESIGNS",
     "Design",
     "LMCost",
     "Lengths",
     "active",
+    "active_round",
     "block",
     "block_for_budget",
+    "budget_cost",
+    "check_design",
     "design_cost",
     "diverse_items",
     "full_design",
     "items_for_budget",
     "k_centre_order",
+    "initial_active",
     "landmark_for_budget",
+    "make_design",
+    "parse_label_budget",
     "random_items",
     "spread",
     "spread_for_budget",

@@ -20,6 +20,7 @@ ends in `_`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -378,15 +379,263 @@ class KernelPairRegression:
         return out
 
 
+class ConstantEffect:
+    """The labels' mean for every pair or item: the no-signal baseline (ranks nothing)."""
+
+    def fit(self, rows: Any, cols: Any, values: Any, **ignored: Any) -> ConstantEffect:
+        _, _, v = _check_triples(rows, cols, values)
+        self.mean_ = float(v.mean())
+        return self
+
+    def predict(self, rows: Any, cols: Any = None) -> np.ndarray:
+        return np.full(np.asarray(rows).shape[0], self.mean_, dtype=np.float64)
+
+
 ESTIMATORS = {
     "additive": AdditiveEffects,
     "lowrank": LowRankEffects,
     "kernel": KernelPairRegression,
 }
 
+#: Named estimators of the product (`nncift select --estimator`), in auto's order of
+#: preference: the one-standard-error rule keeps the first within one SE of the best, and
+#: the first is the benchmark's winner at 1-2% of the LM cost (docs/valuation.md).
+#: `cosine-linear`: mean + beta * cos (no item or target effects); `constant`: the mean.
+EFFECT_NAMES = (
+    "additive+cos",
+    "additive+cos-eb",
+    "additive",
+    "lowrank",
+    "kernel",
+    "cosine-linear",
+    "constant",
+)
+#: Pointwise labels (one value per item): effects of items only, and kernel regression.
+POINTWISE_EFFECT_NAMES = ("additive", "kernel", "constant")
+
+
+def make_effects(name: str, pointwise: bool = False) -> Any:
+    """A fresh estimator by name (`EFFECT_NAMES`); pointwise labels get the pointwise
+    settings the benchmark used (item effects with a light ridge, alpha 0.1)."""
+    if pointwise:
+        if name == "additive":
+            return AdditiveEffects(alpha=0.1)
+        if name == "kernel":
+            return KernelPairRegression()
+        if name == "constant":
+            return ConstantEffect()
+        raise InputError(
+            f"estimator {name!r} needs pairs; for pointwise labels choose from "
+            f"auto, {', '.join(POINTWISE_EFFECT_NAMES)}, network"
+        )
+    makers: dict[str, Any] = {
+        "additive": lambda: AdditiveEffects(),
+        "additive+cos": lambda: AdditiveEffects(cosine=True),
+        "additive+cos-eb": lambda: AdditiveEffects(cosine=True, alpha="auto"),
+        "lowrank": lambda: LowRankEffects(rank=2, additive=AdditiveEffects(cosine=True)),
+        "kernel": lambda: KernelPairRegression(),
+        "cosine-linear": lambda: AdditiveEffects(
+            alpha=1e12, alpha_target=1e12, propagate=False, cosine=True
+        ),
+        "constant": ConstantEffect,
+    }
+    if name not in makers:
+        raise InputError(
+            f"unknown estimator {name!r}; choose from auto, {', '.join(EFFECT_NAMES)}, network"
+        )
+    return makers[name]()
+
+
+def fit_effects(
+    name: str,
+    rows: np.ndarray,
+    cols: np.ndarray | None,
+    values: np.ndarray,
+    *,
+    n_rows: int,
+    n_cols: int | None,
+    row_features: np.ndarray,
+    col_features: np.ndarray | None,
+) -> Any:
+    """`make_effects(name)` fitted on the triples (cols None: pointwise)."""
+    est = make_effects(name, pointwise=cols is None)
+    return est.fit(rows, cols, values, n_rows=n_rows, n_cols=n_cols,
+                   row_features=row_features, col_features=col_features)  # fmt: skip
+
+
+def predict_all(est: Any, n_rows: int, n_cols: int | None, chunk_rows: int = 512) -> np.ndarray:
+    """Every pair's prediction -> (n_rows, n_cols) float32, or (n_rows,) for items; rows in
+    chunks so the pair index arrays stay small."""
+    if n_cols is None:
+        return np.asarray(est.predict(np.arange(n_rows), None), dtype=np.float32)
+    out = np.empty((n_rows, n_cols), dtype=np.float32)
+    cols = np.arange(n_cols, dtype=np.int64)
+    for a in range(0, n_rows, chunk_rows):
+        r = np.arange(a, min(n_rows, a + chunk_rows), dtype=np.int64)
+        pred = est.predict(np.repeat(r, n_cols), np.tile(cols, r.size))
+        out[a : a + r.size] = np.asarray(pred, dtype=np.float32).reshape(r.size, n_cols)
+    return out
+
+
+@dataclass
+class EffectsChoice:
+    """What `choose_effects` found. chosen: the estimator kept; criterion: what the scores
+    are; scores: candidate -> held-out rank score (None: could not be fitted, see
+    `failed`); se: candidate -> jackknife SE of its score difference to the best (the
+    one-standard-error rule); folds: the cross-validation folds over labelled pool items."""
+
+    chosen: str
+    criterion: str
+    scores: dict[str, float | None]
+    se: dict[str, float]
+    folds: int
+    failed: dict[str, str]
+
+    @property
+    def score(self) -> float | None:
+        return self.scores.get(self.chosen)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "chosen": self.chosen, "criterion": self.criterion, "rank_score": self.score,
+            "candidates": self.scores, "se": self.se, "folds": self.folds,
+            "failed": self.failed,
+        }  # fmt: skip
+
+
+def _reference(est: Any, ref: np.ndarray, cols: np.ndarray | None) -> np.ndarray | float:
+    """The model's mean prediction over the reference items `ref`: per column of `cols`
+    ((n,) array), or one number for pointwise labels."""
+    if cols is None:
+        return float(np.mean(est.predict(ref, None)))
+    used, inv = np.unique(cols, return_inverse=True)
+    pred = est.predict(np.repeat(ref, used.size), np.tile(used, ref.size))
+    means = np.asarray(pred, dtype=np.float64).reshape(ref.size, used.size).mean(axis=0)
+    return np.asarray(means[inv])
+
+
+def choose_effects(
+    names: tuple[str, ...],
+    rows: np.ndarray,
+    cols: np.ndarray | None,
+    values: np.ndarray,
+    *,
+    n_rows: int,
+    n_cols: int | None,
+    row_features: np.ndarray,
+    col_features: np.ndarray | None,
+    folds: int = 5,
+    seed: int = 0,
+) -> EffectsChoice:
+    """Choose among `names` (in order of preference) on held-out labelled pool items.
+
+    The labelled pool items are split in `folds` folds (seeded); each candidate is fitted
+    without a fold's items and predicts their labelled pairs (out-of-fold predictions of
+    every label). The rank score is the one `InfluenceEstimator(variant="auto")` uses
+    (`nncift.model_selection`): Spearman within each target with at least 5 held-out
+    pairs, averaged over targets; when no target has 5 (sparse designs label few pairs per
+    target) the labels and predictions are centred per target (their means over the
+    target's labelled pairs) and ranked pooled, which removes target difficulty as the
+    within-target score does; pointwise: Spearman over held-out items. The one-SE rule
+    (jackknife over held-out items) then keeps the first candidate within one SE of the
+    best. Raises InputError with fewer than 4 labelled pool items.
+    """
+    from nncift.model_selection import _RankScorer
+
+    r = np.asarray(rows, dtype=np.int64)
+    c = None if cols is None else np.asarray(cols, dtype=np.int64)
+    y = np.asarray(values, dtype=np.float64)
+    items = np.unique(r)
+    if items.size < 4:
+        raise InputError(
+            f"choosing an estimator holds out labelled pool items, and only {items.size} are "
+            "labelled (at least 4 needed); raise --label-budget or choose --estimator"
+        )
+    ref = np.random.default_rng(seed + 1).permutation(items)[:256]  # reference items
+    k = int(min(folds, items.size))
+    fold_of = np.random.default_rng(seed).permutation(items.size) % k
+    pair_fold = fold_of[np.searchsorted(items, r)]
+    preds: dict[str, np.ndarray] = {}
+    failed: dict[str, str] = {}
+    for name in names:
+        oof = np.empty(y.size)
+        try:
+            for f in range(k):
+                test = pair_fold == f
+                train = ~test
+                if np.ptp(y[train]) == 0:
+                    raise InputError("the training labels of a fold have a single value")
+                est = fit_effects(
+                    name, r[train], None if c is None else c[train], y[train], n_rows=n_rows,
+                    n_cols=n_cols, row_features=row_features, col_features=col_features,
+                )  # fmt: skip
+                # Relative to the fold model's own mean over reference items (per target):
+                # scores pool pairs of several folds' models, and a fold's level or target
+                # effects alone (a constant) would otherwise rank items by fold.
+                oof[test] = est.predict(r[test], None if c is None else c[test]) - _reference(
+                    est, ref, None if c is None else c[test]
+                )
+        except (InputError, np.linalg.LinAlgError) as exc:
+            failed[name] = str(exc)
+            continue
+        # Rounding noise of the centring (a constant minus its own mean) is no ranking.
+        quantum = 1e-9 * max(float(np.std(y)), 1e-30)
+        preds[name] = np.round(oof / quantum) * quantum
+    usable = [n for n in names if n in preds]
+    if not usable:
+        raise InputError(
+            "no estimator could be fitted on the labels: "
+            + "; ".join(f"{n}: {m}" for n, m in failed.items())
+        )
+    pointwise = c is None
+    if pointwise:
+        criterion = "spearman over held-out items"
+        scorer = _RankScorer(y, np.zeros(y.size, np.int64), r, r, True, False)
+        ys, ps = y, preds
+    else:
+        assert c is not None
+        counts = np.bincount(c, minlength=int(c.max()) + 1)
+        if np.any(counts[c] >= 5):
+            criterion = "spearman within targets over held-out items, mean over targets"
+            scorer = _RankScorer(y, c, r, c, False, False)
+            ys, ps = y, preds
+        else:
+            criterion = (
+                "spearman over held-out items' pairs, labels and predictions centred per target "
+                "(too few labelled pairs per target to rank within each)"
+            )
+            keep = counts[c] >= 2
+
+            def centre(v: np.ndarray) -> np.ndarray:
+                means = np.bincount(c, v, minlength=counts.size) / np.maximum(counts, 1)
+                return (v - means[c])[keep]
+
+            ys = centre(y)
+            ps = {n: centre(p) for n, p in preds.items()}
+            scorer = _RankScorer(ys, np.zeros(ys.size, np.int64), r[keep], c[keep], False, False)
+    scores: dict[str, float | None] = {n: None for n in names}
+    if not scorer.usable:
+        mse = {n: float(np.mean((preds[n] - y) ** 2)) for n in usable}
+        chosen = min(usable, key=lambda n: mse[n])
+        return EffectsChoice(chosen, "mse (no held-out ranking to score)", scores, {}, k, failed)
+    for n in usable:
+        scores[n] = scorer.score(ps[n])
+    mse2: dict[str, float | None] = {n: float(np.mean((ps[n] - ys) ** 2)) for n in usable}
+    chosen, se = scorer.choose(usable, ps, mse2, one_se=True)
+    return EffectsChoice(chosen, criterion, scores, se, k, failed)
+
+
 __all__ = [
+    "EFFECT_NAMES",
     "ESTIMATORS",
+    "POINTWISE_EFFECT_NAMES",
+    "EffectsChoice",
+    "choose_effects",
+    "fit_effects",
+    "make_effects",
+    "predict_all",
     "AdditiveEffects",
+    "ConstantEffect",
     "KernelPairRegression",
     "LowRankEffects",
     "kernel_ridge_loo",

@@ -71,8 +71,14 @@ class LabelWorker:
             "config": self.fn.config(),
         }
 
-    def tile(self, name: str, rows: np.ndarray, cols: np.ndarray | None) -> tuple[str, Any]:
-        res = self.fn.block(rows, cols) if cols is not None else self.fn.points(rows)
+    def tile(
+        self, name: str, rows: np.ndarray, cols: np.ndarray | None, pairs: bool = False
+    ) -> tuple[str, Any]:
+        """A block, points, or (pairs=True) the pairs (rows[k], cols[k]) of a sparse design."""
+        if pairs:
+            res = self.fn.pairs(rows, cols)
+        else:
+            res = self.fn.block(rows, cols) if cols is not None else self.fn.points(rows)
         return name, (np.asarray(res.values, dtype=np.float32), asdict(res.cost), res.info)
 
 
@@ -274,10 +280,11 @@ class RayInfluence:
             return res
         raise InputError("no result")  # pragma: no cover
 
-    def run_tiles(
-        self, tiles: Sequence[tuple[str, np.ndarray, np.ndarray | None]]
-    ) -> Iterator[tuple[str, Result]]:
+    def run_tiles(self, tiles: Sequence[tuple[Any, ...]]) -> Iterator[tuple[str, Result]]:
         """Compute the tiles on the workers; yield (name, Result) as each finishes.
+
+        A tile is (name, rows, cols) of a block (cols None: points) or (name, rows, cols,
+        True), the pairs (rows[k], cols[k]) of a sparse design.
 
         Closing the generator early (the store's time budget, Ctrl-C) cancels what is queued.
         """
@@ -286,7 +293,7 @@ class RayInfluence:
             self.start()
         queue = deque(tiles)
         attempts: dict[str, int] = {}
-        pending: dict[Any, tuple[tuple[str, np.ndarray, np.ndarray | None], _Worker]] = {}
+        pending: dict[Any, tuple[tuple[Any, ...], _Worker]] = {}
         starting: dict[Any, _Worker] = {}
         try:
             while queue or pending:

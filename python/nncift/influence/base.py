@@ -198,6 +198,13 @@ class PairwiseInfluence:
             )
         return Result(values, meter.cost, info)
 
+    def pairs(self, rows: Sequence[int] | np.ndarray, cols: Sequence[int] | np.ndarray) -> Result:
+        """Values of the pairs (rows[k], cols[k]) -> `Result` with float32 ``(n,)`` values.
+
+        One `block([row], its cols)` per distinct row, so what a block shares per pool item
+        (DELIFT's example prefix) is shared by that item's targets here too."""
+        return pairs_by_row(self, np.asarray(rows), np.asarray(cols), Result)
+
     def _block(
         self, rows: np.ndarray, cols: np.ndarray, meter: CostMeter
     ) -> tuple[np.ndarray, dict[str, Any]]:
@@ -241,6 +248,33 @@ class PointwiseInfluence:
 
     def config(self) -> dict[str, Any]:
         return {"method": self.name}
+
+
+def pairs_by_row(fn: Any, rows: np.ndarray, cols: np.ndarray, result: Any) -> Any:
+    """`fn.pairs` for any object with ``block(rows, cols)``: one block per distinct row, in
+    order of first appearance; values back in the pairs' order, costs summed, infos merged
+    (lists joined, dicts merged, else the last value). `result` is the `Result` class to build."""
+    r = np.asarray(rows, dtype=np.int64).ravel()
+    c = np.asarray(cols, dtype=np.int64).ravel()
+    if r.size != c.size:
+        raise InputError(f"pairs need as many columns as rows, got {r.size} and {c.size}")
+    values = np.zeros(r.size, dtype=np.float32)
+    cost = Cost()
+    info: dict[str, Any] = {}
+    _, first = np.unique(r, return_index=True)
+    for i in r[np.sort(first)]:
+        at = np.flatnonzero(r == i)
+        res = fn.block(np.array([i], dtype=np.int64), c[at])
+        values[at] = np.asarray(res.values, dtype=np.float32).reshape(-1)
+        cost = cost + res.cost
+        for k, v in res.info.items():  # lists (item indices) are unions, dicts merged
+            if isinstance(v, list) and isinstance(info.get(k), list):
+                info[k] = info[k] + [x for x in v if x not in info[k]]
+            elif isinstance(v, dict) and isinstance(info.get(k), dict):
+                info[k] = {**info[k], **v}
+            else:
+                info[k] = v
+    return result(values, cost, info)
 
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:

@@ -26,6 +26,14 @@ runs share it.
 When every tile is done, ``labels.npy`` (float32, ``(len(rows), len(cols))`` or
 ``(len(rows),)``) is assembled next to ``rows.npy`` / ``cols.npy`` (int64 indices into the
 pool / targets).
+
+Sparse designs (``pairs=True``, `nncift.designs`): rows and cols are paired, (n,) each, the
+pairs (rows[k], cols[k]) to label. The pairs are grouped by pool row (in order of first
+appearance) and `tile_rows` rows with all their labelled targets make a tile ``p{a}``, so a
+DELIFT example's prefix pass is shared by its targets within the tile; a tile is computed by
+``fn.pairs`` (one ``block([row], its targets)`` per row) and stored as a 1-D float32 array of
+its pairs. ``labels.npy`` is then (n,) in the order of the given pairs. Everything else
+(fingerprint, resume, hashes, locks, Ray) is as for a block.
 """
 
 from __future__ import annotations
@@ -112,6 +120,24 @@ def _tiles(
     return out
 
 
+def _pair_tiles(rows: np.ndarray, tr: int) -> list[tuple[str, np.ndarray]]:
+    """Sparse tiles: positions into the pairs, `tr` pool rows (with all their pairs) each.
+
+    Rows are taken in order of first appearance; inside a tile the pairs are grouped by row
+    (a row's pairs in their given order)."""
+    _, first, inv = np.unique(rows, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")  # unique rows by first appearance
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    group = rank[inv]  # (n,) the row's rank for each pair
+    positions = np.argsort(group, kind="stable")  # pairs grouped by row, order kept
+    bounds = np.searchsorted(group[positions], np.arange(0, order.size + tr, tr))
+    out = []
+    for a in range(math.ceil(order.size / tr)):
+        out.append((f"p{a:05d}", positions[bounds[a] : bounds[a + 1]].astype(np.int64)))
+    return out
+
+
 def _check_tile(path: Path, entry: dict[str, Any]) -> str | None:
     """None if the tile file matches its manifest entry, else what is wrong."""
     if not path.is_file():
@@ -182,6 +208,7 @@ def compute_labels(
     *,
     rows: Sequence[int] | np.ndarray | None = None,
     cols: Sequence[int] | np.ndarray | None = None,
+    pairs: bool = False,
     tile_rows: int | None = None,
     tile_cols: int | None = None,
     max_seconds: float | None = None,
@@ -193,6 +220,8 @@ def compute_labels(
     Args:
         fn: a pairwise (``fn.block``) or pointwise (``fn.points``) influence function.
         rows, cols: pool rows and target columns (cols ignored for pointwise); None = all.
+        pairs: rows and cols are paired (n,) arrays, the pairs of a sparse design (pairwise
+            functions only; see the module docstring); tile_rows counts pool rows per tile.
         tile_rows, tile_cols: tile size (defaults: 16 x all columns up to 512 for
             pairwise, 64 rows for pointwise). Part of the fingerprint.
         max_seconds: stop starting new tiles after this long (the run stays resumable);
@@ -207,8 +236,17 @@ def compute_labels(
     c = as_index(cols, len(fn.targets), "column (target)") if pairwise else None
     if r.size == 0 or (c is not None and c.size == 0):
         raise InputError("nothing to label: no rows or no columns")
+    if pairs:
+        if not pairwise or c is None:
+            raise InputError("pairs=True needs a pairwise influence function and columns")
+        if c.size != r.size:
+            raise InputError(f"pairs need as many columns as rows, got {r.size} and {c.size}")
+        if np.unique(r * len(fn.targets) + c).size != r.size:
+            raise InputError("the pairs to label contain duplicates")
     tr = int(tile_rows or (16 if pairwise else 64))
     tc = int(tile_cols or (min(512, c.size) if c is not None else 1))
+    if pairs:
+        tc = 1
     if tr < 1 or tc < 1:
         raise InputError(f"tile sizes must be >= 1, got {tr} x {tc}")
     if max_seconds is not None and max_seconds <= 0:
@@ -224,9 +262,16 @@ def compute_labels(
         "tile_cols": tc if pairwise else None,
         "extra": extra or {},
     }
+    if pairs:  # absent for blocks, so their fingerprints stay as they were
+        spec["pairs"] = True
     fingerprint = hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
     mpath = out / MANIFEST
-    tiles = _tiles(r.size, c.size if c is not None else None, tr, tc)
+    # (name, row positions or pair positions, column slice or None)
+    tiles: list[tuple[str, Any, slice | None]]
+    if pairs:
+        tiles = [(name, pos, None) for name, pos in _pair_tiles(r, tr)]
+    else:
+        tiles = list(_tiles(r.size, c.size if c is not None else None, tr, tc))
     out.mkdir(parents=True, exist_ok=True)
     tdir, ldir = out / "tiles", out / LOCKS
     with file_lock(out / LOCK):
@@ -240,7 +285,8 @@ def compute_labels(
                 "fingerprint": fingerprint,
                 "method": getattr(fn, "name", type(fn).__name__),
                 "kind": spec["kind"],
-                "shape": [int(r.size)] + ([int(c.size)] if c is not None else []),
+                "shape": [int(r.size)] + ([int(c.size)] if c is not None and not pairs else []),
+                "pairs": pairs,
                 "spec": spec,
                 "tiles": {},
                 "cost_total": Cost().to_dict(),
@@ -277,18 +323,26 @@ def compute_labels(
     t0 = time.perf_counter()
     pairs_done_now = 0
     todo = [t for t in tiles if t[0] not in recorded]
-    pairs_left = sum(
-        (t[1].stop - t[1].start) * ((t[2].stop - t[2].start) if t[2] else 1) for t in todo
-    )
+
+    def size(t: tuple[str, Any, slice | None]) -> int:
+        if pairs:
+            return int(t[1].size)
+        return (t[1].stop - t[1].start) * ((t[2].stop - t[2].start) if t[2] else 1)
+
+    pairs_left = sum(size(t) for t in todo)
     info: dict[str, Any] = {}
     stopped = False
     done = len(recorded)
     if progress is not None:
         progress(done, len(tiles), None)
-    work = [
-        (name, r[rs], c[cs] if cs is not None and c is not None else None) for name, rs, cs in todo
+    # Work items: (name, rows, cols) of a block or points, (name, rows, cols, True) of pairs.
+    work: list[tuple[Any, ...]] = [
+        (name, r[rs], c[rs], True)
+        if pairs and c is not None
+        else (name, r[rs], c[cs] if cs is not None and c is not None else None)
+        for name, rs, cs in todo
     ]
-    left = {name for name, _, _ in work}
+    left = {item[0] for item in work}
 
     def finished(name: str, res: Any) -> None:
         """Store a tile this process computed and list it (the manifest re-read under the
@@ -358,18 +412,24 @@ def compute_labels(
         else:
             # First the tiles no other process holds, then wait for the held ones: their
             # holder lists them (reused here) or dies (computed here).
-            deferred: list[tuple[str, np.ndarray, np.ndarray | None]] = []
+            deferred: list[tuple[Any, ...]] = []
             for blocking, batch in ((False, work), (True, deferred)):
-                for name, rows_, cols_ in batch:
+                for item in batch:
+                    name, rows_, cols_ = item[:3]
                     if stopped:
                         break
                     with file_lock(ldir / f"{name}.lock", blocking=blocking) as got:
                         if not got:
-                            deferred.append((name, rows_, cols_))
+                            deferred.append(item)
                             continue
                         if taken_by_another(name):
                             continue
-                        res = fn.block(rows_, cols_) if cols_ is not None else fn.points(rows_)
+                        if len(item) > 3:
+                            res = pair_values(fn, rows_, cols_)
+                        elif cols_ is not None:
+                            res = fn.block(rows_, cols_)
+                        else:
+                            res = fn.points(rows_)
                         finished(name, res)
 
     with file_lock(out / LOCK):
@@ -383,7 +443,7 @@ def compute_labels(
             values = np.zeros(shape, dtype=np.float32)
             for name, rs, cs in tiles:
                 tile = load_npy(tdir / f"{name}.npy")
-                if cs is None:
+                if pairs or cs is None:
                     values[rs] = tile
                 else:
                     values[rs, cs] = tile
@@ -409,10 +469,26 @@ def compute_labels(
     )
 
 
+def pair_values(fn: Any, rows: np.ndarray, cols: np.ndarray) -> Any:
+    """The values of pairs (rows[k], cols[k]) -> `Result` with (n,) float32 values.
+
+    Uses ``fn.pairs`` when the function has it, else one ``fn.block([row], its cols)`` per
+    distinct row (a DELIFT example's prefix is then shared by its targets)."""
+    own = getattr(fn, "pairs", None)
+    if own is not None:
+        return own(rows, cols)
+    from nncift.influence.base import Result, pairs_by_row
+
+    return pairs_by_row(fn, np.asarray(rows), np.asarray(cols), Result)
+
+
 def load_labels(
     out_dir: str | Path,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict[str, Any]]:
     """Read a finished label folder -> (labels float32, rows int64, cols int64 or None, manifest).
+
+    A sparse design's folder (``manifest["pairs"]``) gives (n,) labels of the pairs
+    (rows[k], cols[k]).
 
     Refuses an incomplete run or a labels file whose hash differs from the manifest.
     """
@@ -429,7 +505,7 @@ def load_labels(
     return load_npy(out / "labels.npy"), load_npy(out / "rows.npy"), cols, manifest
 
 
-__all__ = ["MANIFEST", "LabelRun", "compute_labels", "items_digest", "load_labels"]
+__all__ = ["MANIFEST", "LabelRun", "compute_labels", "items_digest", "load_labels", "pair_values"]
 
 
 def compute_labels_with_progress(
