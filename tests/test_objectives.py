@@ -202,3 +202,20 @@ def test_docs_name_every_objective() -> None:
 def test_docs_examples_run(i: int) -> None:
     """Every Python block of docs/selection.md runs as it stands."""
     exec(compile(_doc_blocks()[i], f"docs/selection.md block {i}", "exec"), {})
+
+
+def test_value_of_fl_and_flmi_equals_what_select_reports() -> None:
+    rng = np.random.default_rng(3)
+    k = rng.random((30, 30)).astype(np.float32)
+    q = rng.random((30, 4)).astype(np.float32)
+    fl = select("fl", budget=6, kernel=k, mode="dense")
+    assert FacilityLocation().value(k, fl.indices) == pytest.approx(fl.objective, rel=1e-5)
+    mi = select(FacilityLocationMI(eta=0.5), budget=6, kernel=k, query_kernel=q, mode="dense")
+    got = FacilityLocationMI(eta=0.5).value(k, q, mi.indices)
+    assert got == pytest.approx(mi.objective, rel=1e-5)
+    # By hand on a tiny case, and the empty set.
+    small = np.array([[1.0, 0.0], [0.5, 0.25]], dtype=np.float32)
+    assert FacilityLocation().value(small, [1]) == pytest.approx(0.75)
+    assert FacilityLocation().value(small, [0, 1]) == pytest.approx(1.25)
+    assert FacilityLocationMI().value(small, np.array([[0.2], [1.0]]), [0]) == pytest.approx(0.2)
+    assert FacilityLocation().value(small, []) == 0.0

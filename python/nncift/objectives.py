@@ -38,6 +38,7 @@ from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
 import numpy as np
+import numpy.typing as npt
 
 from nncift.errors import InputError
 
@@ -77,6 +78,14 @@ class FacilityLocation(Objective):
 
     name: ClassVar[str] = "fl"
 
+    def value(self, kernel: npt.ArrayLike, chosen: npt.ArrayLike) -> float:
+        """``f(A)`` in float64 for the rows ``chosen`` of ``kernel`` (n, m), ``s >= 0``;
+        0.0 for an empty set. What :func:`nncift.select` reports as ``objective``."""
+        k, a = np.asarray(kernel), np.asarray(chosen, dtype=np.int64)
+        if a.size == 0:
+            return 0.0
+        return float(k[a].max(axis=0).astype(np.float64).sum())
+
 
 @dataclass(frozen=True)
 class FacilityLocationMI(Objective):
@@ -93,6 +102,18 @@ class FacilityLocationMI(Objective):
 
     def __post_init__(self) -> None:
         self._check("eta", non_negative=True)
+
+    def value(
+        self, kernel: npt.ArrayLike, query_kernel: npt.ArrayLike, chosen: npt.ArrayLike
+    ) -> float:
+        """``f(A)`` in float64: ``kernel`` (n, n) square, ``query_kernel`` (n, q), rows
+        ``chosen``; 0.0 for an empty set."""
+        k, a = np.asarray(kernel), np.asarray(chosen, dtype=np.int64)
+        if a.size == 0:
+            return 0.0
+        cover = k[a].max(axis=0).astype(np.float64)
+        cap = self.eta * np.asarray(query_kernel).max(axis=1).astype(np.float64)
+        return float(np.minimum(cover, cap).sum())
 
 
 @dataclass(frozen=True)
