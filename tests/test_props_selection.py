@@ -181,7 +181,7 @@ def greedi_refusal(p: dict[str, Any], costs: bool = False) -> str | None:
     if costs or p["initial"]:
         return "partition-and-merge does not take costs or an initial set"
     if p["name"] == "topk":
-        return "partition-and-merge needs a kernel"
+        return "topk needs no partition-and-merge"
     if p["name"] != "topk" and p["kernel"].shape[0] != p["kernel"].shape[1]:
         return "partition-and-merge needs a square kernel"
     return None

@@ -191,11 +191,22 @@ pub(super) fn run_greedi(req: &Request<'_>, g: Greedi) -> CoreResult<Outcome> {
         req.function,
         SetFunction::Flmi { .. } | SetFunction::Flcg { .. }
     ) {
-        return Err(CoreError::Value("partition-and-merge supports fl, graph-cut, disparity and topk/mix; run flmi/flcg in sparse or on-the-fly mode".into()));
+        return Err(CoreError::Value(
+            "partition-and-merge supports fl, graph-cut, disparity-sum, disparity-min and mix; \
+             run flmi / flcg with another optimizer (sparse or on-the-fly mode for large pools)"
+                .into(),
+        ));
     }
     if req.run.costs.is_some() || !req.run.initial.is_empty() {
         return Err(CoreError::Value(
             "partition-and-merge does not take costs or an initial set".into(),
+        ));
+    }
+    if matches!(req.function, SetFunction::Modular) {
+        return Err(CoreError::Value(
+            "topk needs no partition-and-merge (it is exact in one pass over the scores); \
+             use another optimizer"
+                .into(),
         ));
     }
     if g.parts == 0 || !(g.local_factor.is_finite() && g.local_factor > 0.0) {
