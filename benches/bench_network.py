@@ -756,7 +756,8 @@ def delift_rows(args: argparse.Namespace) -> dict[str, Any]:
     from nncift.evaluation import fit_and_evaluate
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from reproduce import DATA_DIR, FULL, _small_items
+    from reproduce.config import DATA_DIR, FULL
+    from reproduce.labels import _small_items
 
     with np.load(DATA_DIR / "chatterbot_labels_140x70.npz", allow_pickle=False) as z:
         K = np.asarray(z["delift"], dtype=np.float32)

@@ -95,7 +95,8 @@ def real_matrices(args: argparse.Namespace) -> list[Matrix]:
     from nncift.embed import Embedder
 
     sys.path.insert(0, str(ROOT / "benches"))
-    from reproduce import FULL, _small_items
+    from reproduce.config import FULL
+    from reproduce.labels import _small_items
 
     with np.load(DATA, allow_pickle=False) as z:
         delift, less, selectit = (
