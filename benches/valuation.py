@@ -69,6 +69,11 @@ class Matrix:
     row_lm: np.ndarray | None = None
     col_lm: np.ndarray | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    #: What `row_features` are (minilm | lm | both), and the MiniLM embeddings the label-free
+    #: embedding baseline uses whatever the estimators read.
+    features: str = "minilm"
+    row_minilm: np.ndarray | None = None
+    col_minilm: np.ndarray | None = None
 
     @property
     def pairwise(self) -> bool:
@@ -106,6 +111,7 @@ def real_matrices(args: argparse.Namespace) -> list[Matrix]:
     pool, tgt, _ = _small_items(FULL)
     emb = Embedder(progress=False, cache_dir=args.cache)
     pe, te = emb.embed(pool.texts), emb.embed(tgt.texts)
+    minilm = {"row_minilm": pe, "col_minilm": te, "features": args.features}
     pl = tl = None
     if args.features in ("lm", "both"):
         from nncift.lm_features import lm_features  # RDS+ features (python/nncift/lm_features.py)
@@ -141,12 +147,12 @@ def real_matrices(args: argparse.Namespace) -> list[Matrix]:
             "model_passes": design_cost(full_d, "delift", lengths=lengths).passes}  # fmt: skip
     return [
         Matrix("chatterbot_140x70", "delift", delift, c_delift, full_tokens, "tokens", pe, te,
-               pl, tl, info),
+               pl, tl, info, **minilm),
         Matrix("chatterbot_140x70", "less", less, c_less, c_less(full_d),
                "gradient passes beyond the warm-up", pe, te, pl, tl,
-               {"warmup_passes": warm, "checkpoints": ckpt}),
+               {"warmup_passes": warm, "checkpoints": ckpt}, **minilm),
         Matrix("chatterbot_140x70", "selectit", selectit, c_sel, c_sel(full_design(m, None)),
-               "passes", pe, None, pl, None),
+               "passes", pe, None, pl, None, **minilm),
     ]  # fmt: skip
 
 
@@ -450,7 +456,9 @@ def baselines(mx: Matrix) -> dict[str, np.ndarray]:
         return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
     if mx.pairwise and mx.col_features is not None:
-        out["embedding"] = unit(mx.row_features) @ unit(mx.col_features).T
+        rows = mx.row_features if mx.row_minilm is None else mx.row_minilm
+        cols = mx.col_features if mx.col_minilm is None else mx.col_minilm
+        out["embedding"] = unit(rows) @ unit(cols).T
         if mx.row_lm is not None and mx.col_lm is not None:
             out["rds+"] = unit(mx.row_lm) @ unit(mx.col_lm).T
     return out
@@ -467,7 +475,7 @@ def run_cell(
     runs: dict[tuple[str, str, str], list[dict[str, float]]] = {}
     infeasible: dict[str, str] = {}
     meta: dict[str, dict[str, Any]] = {}
-    feats = "minilm" if mx.row_lm is None else "lm"
+    feats = mx.features
     for seed in seeds:
         designs = make_designs(mx, budget, seed, quick)
         try:
