@@ -95,6 +95,25 @@ def test_two_nodes_label_equal_local(
     assert manifest["cost_total"]["lm_passes"] > 0
 
 
+def test_sparse_design_pairs_on_ray_equal_local(
+    cluster: object, tiny_lm_dir: Path, local: np.ndarray, tmp_path: Path
+) -> None:
+    """A sparse design's pairs (`pairs=True`) run on the workers as one block per pool row
+    and store the same folder layout as a local run."""
+    from nncift.designs import spread
+
+    d = spread(12, 6, per_row=2, seed=0)
+    with _ray_fn(cluster, tiny_lm_dir) as fn:
+        run = compute_labels(fn, tmp_path, rows=d.rows, cols=d.cols, pairs=True, tile_rows=3)
+    assert run.complete and run.computed == 4 and fn.stats.tiles_done == 4
+    assert run.values is not None and run.values.shape == (24,)
+    # Per-row blocks batch the passes differently from the 2-row tiles of `local`.
+    np.testing.assert_allclose(run.values, local[d.rows, d.cols], atol=1e-5)
+    labels, rows, cols, manifest = load_labels(tmp_path)
+    np.testing.assert_array_equal(rows, d.rows)
+    assert manifest["pairs"] is True and manifest["cost_total"]["lm_passes"] > 0
+
+
 def test_killed_worker_run_completes_identically(
     cluster: object, tiny_lm_dir: Path, local: np.ndarray, tmp_path: Path
 ) -> None:

@@ -485,10 +485,17 @@ def parse_label_budget(text: str) -> LabelBudget:
     raise InputError(f"--label-budget {text!r} is not understood; use {BUDGET_GRAMMAR}")
 
 
-def budget_cost(budget: LabelBudget, method: str, n_rows: int, n_cols: int | None) -> CostFn:
+def budget_cost(
+    budget: LabelBudget,
+    method: str,
+    n_rows: int,
+    n_cols: int | None,
+    lengths: Lengths | None = None,
+) -> CostFn:
     """The cost function the budget is counted in, on an (n_rows, n_cols) matrix (n_cols
-    None: items): pairs, distinct pool items, or the design's LM passes over the full
-    matrix's (`design_cost` without token lengths; LESS's fixed warm-up left out)."""
+    None: items): pairs, distinct pool items, or the design's share of the full matrix's LM
+    cost (`design_cost`): tokens for DELIFT given its `lengths` (an example prefix costs
+    several pairs' tokens), else LM passes (LESS's fixed warm-up left out)."""
     if budget.unit == "pairs":
         return lambda d: float(len(d))
     if budget.unit == "items":
@@ -500,6 +507,11 @@ def budget_cost(budget: LabelBudget, method: str, n_rows: int, n_cols: int | Non
             "(e.g. 300items)"
         )
     cost_method = method if n_cols is not None or method != "less" else "less-mean"
+    if method == "delift" and lengths is not None and lengths.example is not None:
+        full_t = design_cost(full_design(n_rows, n_cols), "delift", lengths=lengths).tokens
+        return lambda d: (
+            float(design_cost(d, "delift", lengths=lengths).tokens or 0) / max(full_t or 0, 1)
+        )
     full = design_cost(full_design(n_rows, n_cols), cost_method).variable_passes
     return lambda d: float(design_cost(d, cost_method).variable_passes) / max(full, 1)
 
@@ -542,15 +554,17 @@ def make_design(
     seed: int = 0,
     features: np.ndarray | None = None,
     square: bool = False,
+    lengths: Lengths | None = None,
 ) -> Design:
     """The non-active design `design` of `method` within `budget` on an (n_rows, n_cols)
     matrix (n_cols None: items). features: (n_rows, d) pool features for k-centre choices.
-    square: a pool x pool kernel (the block labels the same items on both sides).
+    square: a pool x pool kernel (the block labels the same items on both sides). lengths:
+    DELIFT's token lengths, to count a share of the LM cost in tokens (`budget_cost`).
 
     Raises InputError when the design does not fit the method, or the budget is below the
     design's minimum (naming it)."""
     check_design(design, method)
-    cost = budget_cost(budget, method, n_rows, n_cols)
+    cost = budget_cost(budget, method, n_rows, n_cols, lengths)
     amount = budget_amount(budget)
     if n_cols is None:
         if design == "block" or design == "random":
@@ -603,11 +617,12 @@ def initial_active(
     budget: LabelBudget,
     seed: int = 0,
     features: np.ndarray | None = None,
+    lengths: Lengths | None = None,
 ) -> Design:
     """The start of the active design: landmark-1 (pairwise; diverse landmarks when features
     are given) or diverse items (pointwise) at half the budget, as benchmarked."""
     check_design("active", method)
-    cost = budget_cost(budget, method, n_rows, n_cols)
+    cost = budget_cost(budget, method, n_rows, n_cols, lengths)
     half = budget_amount(budget) / 2
     if n_cols is None:
         if features is None:

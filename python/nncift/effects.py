@@ -599,7 +599,7 @@ def choose_effects(
             criterion = "spearman within targets over held-out items, mean over targets"
             scorer = _RankScorer(y, c, r, c, False, False)
             ys, ps = y, preds
-        else:
+        elif np.sum(counts[c] >= 2) >= 5:
             criterion = (
                 "spearman over held-out items' pairs, labels and predictions centred per target "
                 "(too few labelled pairs per target to rank within each)"
@@ -613,6 +613,13 @@ def choose_effects(
             ys = centre(y)
             ps = {n: centre(p) for n, p in preds.items()}
             scorer = _RankScorer(ys, np.zeros(ys.size, np.int64), r[keep], c[keep], False, False)
+        else:
+            criterion = (
+                "spearman pooled over held-out items' pairs (targets have one label each: "
+                "target difficulty is part of it)"
+            )
+            scorer = _RankScorer(y, np.zeros(y.size, np.int64), r, c, False, False)
+            ys, ps = y, preds
     scores: dict[str, float | None] = {n: None for n in names}
     if not scorer.usable:
         mse = {n: float(np.mean((preds[n] - y) ** 2)) for n in usable}

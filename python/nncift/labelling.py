@@ -101,6 +101,7 @@ def label(
     out: str | Path,
     rows: np.ndarray | None = None,
     cols: np.ndarray | None = None,
+    pairs: bool = False,
     device: str = "auto",
     lm: Any = None,
     pool_embeddings: np.ndarray | None = None,
@@ -117,7 +118,8 @@ def label(
 
     pool / targets: items with ``prompts`` and ``responses`` (`nncift.data.Items`); targets
     None labels pool x pool (pairwise) or the pool's items (pointwise). rows / cols: indices
-    to label (None: all; `labelled_block` gives the paper's first-u block). device: torch
+    to label (None: all; `labelled_block` gives the paper's first-u block); with `pairs` they
+    are paired, the (n,) pairs of a sparse design (`nncift.designs`). device: torch
     device of the LM. lm: an LM already loaded (reused across calls); else it is loaded here,
     in the manifest stage ``load_model``. pool_embeddings / target_embeddings: embeddings
     already computed, for DELIFT (SE). ray: `nncift.distributed.RaySettings` to run the tiles
@@ -130,8 +132,8 @@ def label(
     if fn is None:
         if ray is not None and (spec.needs_lm or pool_embeddings is None):
             return _label_on_ray(
-                spec, pool, targets, ray, out=out, rows=rows, cols=cols, device=device,
-                tile_rows=tile_rows, max_seconds=max_seconds, progress=progress,
+                spec, pool, targets, ray, out=out, rows=rows, cols=cols, pairs=pairs,
+                device=device, tile_rows=tile_rows, max_seconds=max_seconds, progress=progress,
                 description=description or f"label {spec.method} on Ray", manifest=manifest,
             )  # fmt: skip
         if lm is None and spec.needs_lm:
@@ -143,7 +145,7 @@ def label(
             target_embeddings=target_embeddings,
         )  # fmt: skip
     run = compute_labels_with_progress(
-        fn, out, show=progress, description=description, rows=rows, cols=cols,
+        fn, out, show=progress, description=description, rows=rows, cols=cols, pairs=pairs,
         tile_rows=tile_rows, max_seconds=max_seconds,
     )  # fmt: skip
     return Labelled(run=run, kind=fn.kind, config=fn.config())
@@ -151,7 +153,8 @@ def label(
 
 def _label_on_ray(
     spec: FunctionSpec, pool: Any, targets: Any | None, ray: Any, *, out: str | Path,
-    rows: np.ndarray | None, cols: np.ndarray | None, device: str, tile_rows: int | None,
+    rows: np.ndarray | None, cols: np.ndarray | None, pairs: bool, device: str,
+    tile_rows: int | None,
     max_seconds: float | None, progress: bool, description: str, manifest: Manifest | None,
 ) -> Labelled:  # fmt: skip
     """The tiles on Ray workers; the store writes the same folder as a local run."""
@@ -170,7 +173,7 @@ def _label_on_ray(
             rec.update(workers=fn.stats.workers, nodes=len(fn.stats.nodes), device=fn.device)
         run = compute_labels_with_progress(
             fn, out, show=progress, description=description, rows=rows, cols=cols,
-            tile_rows=tile_rows, max_seconds=max_seconds,
+            pairs=pairs, tile_rows=tile_rows, max_seconds=max_seconds,
         )  # fmt: skip
         return Labelled(run=run, kind=fn.kind, config=fn.config(), ray=fn.stats.to_dict())
     finally:

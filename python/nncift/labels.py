@@ -39,7 +39,9 @@ class PairLabels:
     ) -> PairLabels:
         """A dense labelled block (m, n) whose entry [a, b] labels pair (rows[a], cols[b]).
 
-        rows / cols default to 0..m-1 / 0..n-1. A 1-D block (m,) is pointwise labels of rows.
+        rows / cols default to 0..m-1 / 0..n-1. A 1-D block (m,) is pointwise labels of rows,
+        or, given `cols` too, the labels of the pairs (rows[k], cols[k]) of a sparse design
+        (`nncift label --design`: labels.npy, rows.npy and cols.npy all (n,)).
         """
         block = np.asarray(block)
         if not np.issubdtype(block.dtype, np.number):
@@ -53,6 +55,14 @@ class PairLabels:
             )
             if len(r) != len(block):
                 raise InputError(f"{len(block)} pointwise labels but {len(r)} row indices")
+            if cols is not None:  # the pairs of a sparse design
+                c = _index_array(cols, "cols")
+                if len(c) != len(block):
+                    raise InputError(
+                        f"{len(block)} labels of pairs but {len(c)} column indices (a sparse "
+                        "design's rows, cols and labels are all (n,))"
+                    )
+                return cls(r, c, block)
             return cls(r, np.full(len(r), -1, np.int64), block)
         if block.ndim != 2:
             raise InputError(f"a labelled block must be 1-D or 2-D, got shape {block.shape}")

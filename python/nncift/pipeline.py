@@ -327,6 +327,20 @@ def _warn_if_no_signal(manifest: Manifest) -> None:
         msg = f"network {', '.join(nets)}: {NO_SIGNAL_MESSAGE}"
         log.warning(msg)
         manifest.results.setdefault("warnings", []).append(msg)
+    # The estimators of a labelling design (nncift.design_valuation): a held-out rank score
+    # at or below 0 means the labels taught nothing that ranks unlabelled items.
+    for k, r in manifest.stages.items():
+        if k.startswith("estimate_") and r.get("no_signal"):
+            score = r.get("rank_score")
+            msg = (
+                f"estimator {k[9:]}: {r.get('chosen')} ranked held-out labelled items at "
+                + ("no better than a constant" if score is None else f"Spearman {score:.3f}")
+                + " (" + str(r.get("criterion")) + "): the labels carried no learnable signal "
+                "there, so unlabelled items are ranked by the estimator's features alone. "
+                "Label more (raise --label-budget) or use --exact"
+            )  # fmt: skip
+            log.warning(msg)
+            manifest.results.setdefault("warnings", []).append(msg)
 
 
 def _warn_if_unranked(gains: np.ndarray, method: str, manifest: Manifest) -> None:
@@ -336,8 +350,9 @@ def _warn_if_unranked(gains: np.ndarray, method: str, manifest: Manifest) -> Non
             "the kernel is saturated; lower --budget"
             if method in COSINE_METHODS  # no network: only saturation can cause it
             else "the values are (near-)constant or the kernel is saturated; check the "
-            "network's validation error in the manifest (stages.train_*), raise --u, lower "
-            "--budget or use --exact"
+            "network's validation error or the estimator's held-out rank score in the manifest "
+            "(stages.train_*, stages.estimate_*), raise --u or --label-budget, lower --budget "
+            "or use --exact"
         )
         msg = (
             f"{n} of {k} picks had no gain or the same gain as the pick before: the values "

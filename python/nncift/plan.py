@@ -144,12 +144,18 @@ def _tiles(n_rows: int, n_cols: int | None, pairwise: bool) -> list[tuple[slice,
 # ------------------------------------------------------------------ the passes of each method
 
 
-def delift_work(fn: Any, rows: np.ndarray, cols: np.ndarray) -> LMWork:
-    """The passes `Delift.block` runs over the label tiles of rows x cols (`fn`: a `Delift`)."""
-    work = LMWork()
+def delift_work(
+    fn: Any, rows: np.ndarray, cols: np.ndarray, *, work: LMWork | None = None,
+    done: set[int] | None = None,
+) -> LMWork:  # fmt: skip
+    """The passes `Delift.block` runs over the label tiles of rows x cols (`fn`: a `Delift`).
+
+    work / done: add to this work, and skip the no-example passes of these targets (already
+    run by earlier blocks of the same function: `delift_pairs_work`)."""
+    work = LMWork() if work is None else work
     cfg = fn.cfg
     kw = {"batch_tokens": cfg.batch_tokens, "max_batch": cfg.max_batch}
-    done: set[int] = set()
+    done = set() if done is None else done
     for rs, cs in _tiles(rows.size, cols.size, True):
         assert cs is not None
         tile_cols = cols[cs]
@@ -185,6 +191,16 @@ def delift_work(fn: Any, rows: np.ndarray, cols: np.ndarray) -> LMWork:
             else:
                 work.add([plen + n for n in suffix], heads, **kw)
             work.add([n for n, _ in solo], [h for _, h in solo], **kw)
+    return work
+
+
+def delift_pairs_work(fn: Any, rows: np.ndarray, cols: np.ndarray) -> LMWork:
+    """The passes of a sparse design's pairs (rows[k], cols[k]): one block per distinct pool
+    row with its targets, as `PairwiseInfluence.pairs` runs them."""
+    work, done = LMWork(), set[int]()
+    _, first = np.unique(rows, return_index=True)
+    for i in rows[np.sort(first)]:
+        delift_work(fn, np.array([i]), cols[rows == i], work=work, done=done)
     return work
 
 
@@ -275,6 +291,8 @@ class _PlanValuer(Valuer):
         super().__init__(*args, **kwargs)
         self._lm = lm
         self.blocks: list[tuple[str, np.ndarray, np.ndarray | None, Items | None]] = []
+        #: (name, rows, cols, targets, DesignChoice, sparse) of a run with a design.
+        self.designs: list[tuple[str, np.ndarray, np.ndarray | None, Items | None, Any, bool]] = []
 
     def _block(self, name: str, n_cols: int | None, square: bool, targets: Items | None) -> None:
         rows, cols = self._rows_cols(len(self.pool), n_cols, square=square)
@@ -299,6 +317,36 @@ class _PlanValuer(Valuer):
     def function(self, targets: Items | None) -> Any:
         """The influence function exactly as the run builds it (on the stand-in LM)."""
         return self._function(targets, None)
+
+    def _with_design(self, objective: str, choice: Any) -> Valuation:
+        """Record the designs the run would label (active: its start design)."""
+        from nncift.designs import initial_active, make_design
+
+        needed: list[tuple[str, int | None, bool, Items | None]] = []
+        if self.opt.method == "selectit":
+            needed.append(("points", None, False, None))
+        elif self.opt.method == "less":
+            assert self.target is not None
+            needed.append(("pairwise", len(self.target), False, self.target))
+        else:
+            needed.append(("data", len(self.pool), True, None))
+            if objective in ("flmi", "flcg"):
+                assert self.target is not None
+                needed.append(("pairwise", len(self.target), False, self.target))
+        m = len(self.pool)
+        for name, n_cols, square, targets in needed:
+            if choice.u_block:
+                rows, cols = self._rows_cols(m, n_cols, square=square)
+                self.designs.append((name, rows, cols, targets, choice, False))
+                continue
+            kw = {"method": self.opt.method, "n_rows": m, "n_cols": n_cols,
+                  "budget": choice.budget, "seed": self.opt.seed, "features": None}  # fmt: skip
+            if choice.design == "active":
+                d = initial_active(**kw)
+            else:
+                d = make_design(choice.design, square=square, **kw)
+            self.designs.append((name, d.rows, d.cols, targets, choice, True))
+        return Valuation()
 
 
 def check_valuation(
@@ -433,10 +481,86 @@ def plan_valuation(
                 seconds=out_pairs / SCORE_PAIRS_PER_SECOND,
             )
         )
+    for name, rows, cols, targets, choice, sparse in valuer.designs:
+        plans.extend(
+            _design_plan(valuer, options, name, rows, cols, targets, choice, sparse, throughput)
+        )
     probe_file = None
     if uses_lm and throughput is not None and throughput.key:
         probe_file = lm_probe.probe_path(cache, throughput.key)
     return ValuationPlan(plans, throughput, probe_cached, probe_file)
+
+
+def _design_plan(
+    valuer: _PlanValuer, options: ValuationOptions, name: str, rows: np.ndarray,
+    cols: np.ndarray | None, targets: Items | None, choice: Any, sparse: bool, throughput: Any,
+) -> list[StagePlan]:  # fmt: skip
+    """The label and estimate stages of one design (active: its start design, and the rest
+    of the budget priced at the start's rate)."""
+    from nncift.designs import Design, budget_cost
+
+    method = options.method
+    m = len(valuer.pool)
+    n_cols = None if cols is None else (m if targets is None else len(targets))
+    if sparse:
+        n_pairs = rows.size
+        what = (
+            f"{choice.design} design: {n_pairs:,} pairs over {np.unique(rows).size:,} pool items"
+            f" and {np.unique(cols).size:,} targets" if cols is not None
+            else f"{choice.design} design: {rows.size:,} items"
+        )  # fmt: skip
+    else:
+        n_pairs = rows.size * (cols.size if cols is not None else 1)
+        what = f"block {rows.size} x {cols.size}" if cols is not None else f"{rows.size} items"
+    label = StagePlan(f"label_{name}", f"{method} on {what}")
+    if method in LM_METHODS:
+        fn = valuer.function(targets)
+        less_probe = None
+        if method == "delift":
+            assert cols is not None
+            work = delift_pairs_work(fn, rows, cols) if sparse else delift_work(fn, rows, cols)
+        elif method == "less":
+            assert cols is not None
+            work = less_work(fn, np.unique(rows), np.unique(cols))
+            if throughput is not None:
+                less_probe = throughput.less.get(lm_probe_digest(fn))
+        else:
+            work = selectit_work(fn, rows)
+        label.lm_passes, label.tokens = work.passes, work.tokens
+        scale = 1.0
+        if choice.design == "active" and choice.budget is not None:
+            d = Design("start", rows, cols, m, n_cols)
+            start = budget_cost(choice.budget, method, m, n_cols)(d)
+            scale = choice.budget.amount / start if start > 0 else 1.0
+            label.what += (
+                f", then up to 3 rounds to the budget ({choice.budget.text}; ~{scale:.1f}x the "
+                "start's passes in all, priced at its rate)"
+            )
+            label.lm_passes = int(round(label.lm_passes * scale))
+            label.tokens = int(round(label.tokens * scale))
+        if throughput is not None:
+            passes_s = work.seconds(throughput, less_probe) * scale
+            load = throughput.load_seconds if name == valuer.designs[0][0] else 0.0
+            label.seconds = load + passes_s
+            label.basis = f"LM load {load:.0f} s + passes {passes_s:,.0f} s"
+    out_pairs = m * (n_cols if n_cols is not None else 1)
+    estimator = choice.estimator
+    est = StagePlan(
+        f"estimate_{name}",
+        f"{estimator} estimator on the labels"
+        + (" (chosen among nncift.effects on held-out labelled items)" if estimator == "auto"
+           else "")
+        + f", predicting {out_pairs:,} {'pairs' if n_cols is not None else 'items'}",
+        memory_bytes=4 * out_pairs,
+        seconds=out_pairs / SCORE_PAIRS_PER_SECOND,
+    )  # fmt: skip
+    return [label, est]
+
+
+def lm_probe_digest(fn: Any) -> str:
+    from nncift import lm_probe
+
+    return str(lm_probe._digest(lm_probe.less_settings_key(fn)))
 
 
 def _less_builder(valuer: _PlanValuer) -> Callable[[Any], Any]:

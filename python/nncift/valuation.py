@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from nncift.data import Items
+from nncift.design_valuation import DesignChoice, DesignStages, resolve_design
 from nncift.errors import InputError
 from nncift.io import file_lock
 from nncift.manifest import Manifest
@@ -86,6 +87,22 @@ class ValuationOptions:
     hidden_sizes: tuple[int, ...] = (100,)
     #: Extra settings for the influence function (e.g. DELIFT's max_example_tokens).
     influence_settings: dict[str, Any] = field(default_factory=dict)
+    #: Labelling design (`nncift.designs`, `nncift.design_valuation`): "block", "spread",
+    #: "landmark", "active" (pairs) or "random", "diverse", "active", "block" (items).
+    #: None with no `label_budget`: the paper's first-u block.
+    design: str | None = None
+    #: The design's label budget (`nncift.designs.parse_label_budget`: "5000" pairs,
+    #: "300items", "2%" of the full matrix's LM passes); None: the u-block (`u`), or
+    #: `nncift.design_valuation.DEFAULT_LABEL_BUDGET` for another design.
+    label_budget: str | None = None
+    #: What predicts the unlabelled pairs: "network" (the InfluenceNetwork, `variant`),
+    #: "auto" (an estimator of `nncift.effects` chosen on held-out labelled items) or one of
+    #: `nncift.effects.EFFECT_NAMES`. None: network on the paper's u-block, else auto.
+    estimator: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.exact and (self.design is not None or self.label_budget is not None):
+            raise InputError("--exact labels every pair: it takes no --design or --label-budget")
 
 
 @dataclass
@@ -141,6 +158,14 @@ def label_key(pool: Items, target: Items | None, options: ValuationOptions) -> s
         facts.update(lm=opt.lm, dtype=opt.dtype, max_length=opt.max_length)
     if opt.method == "delift-se":
         facts["embedder"] = opt.embedder
+    if not opt.exact and (opt.design is not None or opt.label_budget is not None):
+        from nncift.design_valuation import resolve_design
+
+        choice = resolve_design(opt)
+        if not choice.u_block:  # the u-block's labels stay in the paper's folder
+            budget = None if choice.budget is None else [choice.budget.amount, choice.budget.unit]
+            facts.update(design=choice.design, label_budget=budget)
+            facts["u"] = None
     return _digest(facts)
 
 
@@ -151,9 +176,15 @@ def network_key(options: ValuationOptions) -> str:
     (variant, epochs, hidden sizes, embedder of its inputs, seed), and any setting added to
     `ValuationOptions` later, so a network is never reused for other settings.
     """
-    return _digest(
-        {"layout": RUN_LAYOUT, **{k: v for k, v in asdict(options).items() if k != "device"}}
-    )
+    # The design settings are left out on the paper's path (first-u block, network), so its
+    # networks keep their keys whether or not --design block / --estimator network is given.
+    paper = options.exact or resolve_design(options).paper
+    facts = {
+        k: v
+        for k, v in asdict(options).items()
+        if k != "device" and not (k in ("design", "label_budget", "estimator") and paper)
+    }
+    return _digest({"layout": RUN_LAYOUT, **facts})
 
 
 def use_true_labels(
@@ -213,8 +244,11 @@ def _scale01(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return np.clip((values - lo) / span, 0.0, None).astype(np.float32)
 
 
-class Valuer:
-    """Runs the labelling, training and prediction stages for one pool (and target set)."""
+class Valuer(DesignStages):
+    """Runs the labelling, training and prediction stages for one pool (and target set).
+
+    The paper's path (first-u block, InfluenceNetwork) is here; a labelling design or an
+    estimator of `nncift.effects` runs through `nncift.design_valuation.DesignStages`."""
 
     def __init__(
         self,
@@ -253,12 +287,22 @@ class Valuer:
         #: `RaySettings` to label on Ray workers and predict in Ray shards (None: locally).
         self.ray = ray
         self._lm: Any = None
+        self._design_functions: dict[int, Any] = {}
+        self._lengths_cache: dict[int, Any] = {}
 
     # ---------------------------------------------------------------- helpers
+
+    @property
+    def choice(self) -> DesignChoice | None:
+        """The run's design, budget and estimator (None with --exact)."""
+        return None if self.opt.exact else resolve_design(self.opt)
 
     def check_sizes(self) -> None:
         if self.opt.exact:
             return
+        choice = self.choice
+        if choice is not None and not choice.u_block:
+            return  # a design refuses a budget below its minimum itself
         need = minimum_pool(self.opt.u)
         for name, items in (("pool", self.pool), ("target set", self.target)):
             if items is not None and len(items) < need:
@@ -419,7 +463,10 @@ class Valuer:
                 rec.update(reused=True, variant=meta.get("variant"), steps=meta.get("steps"))
                 rec["no_signal"] = meta.get("no_signal") == "true"
             else:
-                pointwise = cols is None
+                from nncift.labels import PairLabels
+
+                # Labels as a block (rows, cols; cols None: items), or as pairs of a design.
+                pointwise = labels.pointwise if isinstance(labels, PairLabels) else cols is None
                 est = InfluenceEstimator(
                     EstimatorSettings(hidden_sizes=self.opt.hidden_sizes, epochs=self.opt.epochs),
                     variant=self.opt.variant,
@@ -464,11 +511,48 @@ class Valuer:
             and self.target is None
         ):
             raise InputError(f"objective {objective} needs a target set: give --target")
+        choice = self.choice
+        if choice is not None and not choice.paper:
+            return self._with_design(objective, choice)
         if method == "selectit":
             return self._pointwise()
         if method == "less":
             return self._less()
         return self._delift_family(objective)
+
+    def _with_design(self, objective: str, choice: DesignChoice) -> Valuation:
+        """`value` with a labelling design or an estimator of `nncift.effects`."""
+        m = len(self.pool)
+        info: dict[str, Any] = {"entries": {}, "designs": {}, "estimators": {}}
+        val = Valuation(info=info)
+
+        def one(name: str, targets: tuple[Any, Any], n_cols: int | None, square: bool) -> Any:
+            values, counts, drec, erec, lo, hi = self._design_values(
+                name, targets, n_cols, square, choice
+            )
+            info["entries"][name] = counts
+            info["designs"][name] = drec
+            info["estimators"][name] = erec
+            info[f"label_range_{name}"] = [lo, hi]
+            return values, lo, hi
+
+        if self.opt.method == "selectit":
+            scores, _, _ = one("points", (None, None), None, False)
+            val.scores = np.asarray(scores, dtype=np.float32)
+            return val
+        if self.opt.method == "less":
+            assert self.target is not None
+            dense, _, _ = one("pairwise", (self.target, self.target_emb), len(self.target), False)
+            # LESS's pointwise value: the mean over the task's targets, true labels included.
+            val.scores = np.asarray(dense.mean(axis=1), dtype=np.float32)
+            return val
+        data, lo, hi = one("data", (None, None), m, True)
+        val.data_kernel = _scale01(data, lo, hi)
+        if objective in ("flmi", "flcg"):
+            assert self.target is not None
+            query, lo, hi = one("pairwise", (self.target, self.target_emb), len(self.target), False)
+            val.query_kernel = _scale01(query, lo, hi)
+        return val
 
     def _rows_cols(
         self, n_rows: int, n_cols: int | None, *, square: bool = False

@@ -58,6 +58,24 @@ def _parse_settings(pairs: tuple[str, ...]) -> dict[str, Any]:
     help="Label only the first-u block (0 < u <= 1) of the seeded shuffle [default: 0.05].",
 )
 @click.option(
+    "--design",
+    type=click.Choice(["block", "spread", "landmark", "random", "diverse"]),
+    default=None,
+    help="Which pairs (or items) to label within --label-budget (nncift.designs): block the "
+    "largest first-u block, spread every pool item on a few targets, landmark as many random "
+    "pool items as fit on 2 targets each; random / diverse (k-centre on --embedder "
+    "embeddings) items for selectit. Writes OUT/labels.npy (n,) of the pairs OUT/rows.npy, "
+    "OUT/cols.npy. Default with --label-budget: spread (block for less, random for "
+    "selectit). active fits between rounds: use nncift select --design active.",
+)
+@click.option(
+    "--label-budget",
+    default=None,
+    metavar="N|Nitems|P%",
+    help="How much the design labels: N pairs (items for selectit), Nitems distinct pool "
+    "items, or P% of the LM passes of labelling every pair (e.g. 5000, 300items, 2%).",
+)
+@click.option(
     "--all",
     "label_all",
     is_flag=True,
@@ -120,6 +138,8 @@ def label_cmd(
     pool: str,
     target: str | None,
     fraction: float | None,
+    design: str | None,
+    label_budget: str | None,
     label_all: bool,
     lm: str,
     device: str,
@@ -149,6 +169,13 @@ def label_cmd(
 
     if label_all and fraction is not None:
         raise InputError("--fraction and --all exclude each other")
+    if (design is not None or label_budget is not None) and (label_all or fraction is not None):
+        raise InputError(
+            "--fraction / --all label the paper's block or everything; --design and "
+            "--label-budget choose other pairs: give one or the other"
+        )
+    if design is not None and label_budget is None:
+        raise InputError(f"--design {design} needs --label-budget (e.g. 5000, 300items, 2%)")
     u = 1.0 if label_all else (0.05 if fraction is None else fraction)
     if not 0.0 < u <= 1.0:
         raise InputError(f"--fraction must be in (0, 1], got {u}")
@@ -167,6 +194,8 @@ def label_cmd(
             "method": method,
             "fraction": u,
             "all": label_all,
+            "design": design,
+            "label_budget": label_budget,
             "lm": lm,
             "device": device,
             "dtype": dtype,
@@ -186,7 +215,14 @@ def label_cmd(
         max_length=max_length, embedder=embedder,
     )  # fmt: skip
     m = len(pool_items)
-    if method == "selectit":
+    pairs = False
+    if label_budget is not None:
+        rows, cols, design_rec = _design_rows_cols(
+            method, design, label_budget, pool_items, target_items, seed, embedder, device
+        )
+        manifest.results["design"] = design_rec
+        pairs = cols is not None
+    elif method == "selectit":
         rows, cols = labelled_block(m, None, u=u, seed=seed, exact=label_all)
     elif target_items is None:
         rows, cols = labelled_block(m, m, u=u, seed=seed, exact=label_all, square=True)
@@ -195,14 +231,50 @@ def label_cmd(
     quiet = bool(ctx.obj.get("quiet", False)) if ctx.obj else False
     with manifest.stage("label") as rec:
         result = label(
-            spec, pool_items, target_items, out=out, rows=rows, cols=cols, device=device,
-            ray=ray, tile_rows=tile_rows, max_seconds=max_seconds, progress=not quiet,
+            spec, pool_items, target_items, out=out, rows=rows, cols=cols, pairs=pairs,
+            device=device, ray=ray, tile_rows=tile_rows, max_seconds=max_seconds, progress=not quiet,
             manifest=manifest,
         )  # fmt: skip
         rec.update(_run_record(result.run))
         if result.ray is not None:
             rec["ray"] = result.ray
     _finish(ctx, manifest, method, result, rows, cols, out)
+
+
+def _design_rows_cols(
+    method: str,
+    design: str | None,
+    label_budget: str,
+    pool: Any,
+    target: Any,
+    seed: int,
+    embedder: str,
+    device: str,
+) -> tuple[Any, Any, dict[str, Any]]:
+    """The design's (rows, cols or None) and its manifest record."""
+    from nncift.designs import DESIGNS_FOR, make_design, parse_label_budget
+
+    budget = parse_label_budget(label_budget)
+    name = design or DESIGNS_FOR[method][0]
+    if name == "active":  # the default of delift: its rounds fit between labelling
+        name = "spread"
+    m = len(pool)
+    n_cols = None if method == "selectit" else (m if target is None else len(target))
+    features = None
+    if name == "diverse":
+        from nncift.embed import Embedder
+
+        features = Embedder(embedder, device=None if device == "auto" else device,
+                            progress=False).embed(pool.texts)  # fmt: skip
+    d = make_design(name, method=method, n_rows=m, n_cols=n_cols, budget=budget, seed=seed,
+                    features=features, square=target is None and n_cols is not None)  # fmt: skip
+    rec = {
+        "design": name, "label_budget": budget.to_dict(),
+        "pairs": len(d) if d.cols is not None else None,
+        "items": int(d.labelled_rows().size),
+        "targets": None if d.cols is None else int(d.labelled_cols().size),
+    }  # fmt: skip
+    return d.rows, d.cols, rec
 
 
 def _run_record(run: Any) -> dict[str, Any]:
@@ -220,12 +292,17 @@ def _finish(
     ctx: click.Context, manifest: Any, method: str, result: Any, rows: Any, cols: Any, out: str
 ) -> None:
     run = result.run
+    pairs = "design" in manifest.results and result.kind == "pairwise"
+    design = manifest.results.get("design")
     manifest.results = {
         "complete": run.complete,
-        "shape": [int(rows.size)] + ([int(cols.size)] if result.kind == "pairwise" else []),
+        "shape": [int(rows.size)]
+        + ([int(cols.size)] if result.kind == "pairwise" and not pairs else []),
         "cost_total": run.cost_total.to_dict(),
         "function": result.config,
     }
+    if design is not None:
+        manifest.results["design"] = design
     manifest.write(Path(out) / "manifest.json")
     shape = "x".join(str(s) for s in manifest.results["shape"])
     if run.complete:

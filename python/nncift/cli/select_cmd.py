@@ -46,6 +46,72 @@ def provided_embeddings(
     return found
 
 
+def check_design_options(
+    method: str,
+    u: float | None,
+    design: str | None,
+    label_budget: str | None,
+    estimator: str | None,
+    exact: bool,
+) -> None:
+    """Refuse design options that contradict each other or the method, before any work."""
+    from nncift.errors import InputError
+
+    given = [
+        name
+        for name, v in (("--design", design), ("--label-budget", label_budget),
+                        ("--estimator", estimator))
+        if v is not None
+    ]  # fmt: skip
+    if given and method not in ("delift", "delift-se", "less", "selectit"):
+        raise InputError(
+            f"{', '.join(given)} choose how delift, delift-se, less and selectit are labelled "
+            f"and estimated; --method {method} labels nothing"
+        )
+    if exact and (design is not None or label_budget is not None):
+        raise InputError("--exact labels every pair: it takes no --design or --label-budget")
+    if u is not None and label_budget is not None:
+        raise InputError(
+            "--u sizes the paper's block and --label-budget sizes any design: give one of them"
+        )
+    if u is not None and design not in (None, "block"):
+        raise InputError(
+            f"--u sizes the paper's block; --design {design} is sized by --label-budget"
+        )
+    if design is not None:
+        from nncift.designs import check_design
+
+        check_design(design, method)
+    if label_budget is not None:
+        from nncift.designs import parse_label_budget
+
+        parse_label_budget(label_budget)
+
+
+def default_design(
+    method: str,
+    u_given: bool,
+    network_given: bool,
+    design: str | None,
+    label_budget: str | None,
+    estimator: str | None,
+) -> tuple[str | None, str | None, str | None]:
+    """The design options a run uses: as given (--network without --estimator: the
+    network); the paper's (first-u block, network) when --u or --network was given without
+    a design or budget; else the method's benchmarked default
+    (`nncift.design_valuation.DEFAULT_FOR`)."""
+    from nncift.design_valuation import DEFAULT_FOR
+
+    if network_given and estimator is None:
+        estimator = "network"
+    if design is not None or label_budget is not None or estimator is not None:
+        return design, label_budget, estimator
+    default = DEFAULT_FOR.get(method)
+    if u_given or default is None:
+        return None, None, None  # the paper: first-u block, InfluenceNetwork
+    return default
+
+
 @click.command("select")
 @click.option(
     "--pool",
@@ -75,9 +141,51 @@ def provided_embeddings(
     "--u",
     "u",
     type=click.FloatRange(0, 1, min_open=True),
-    default=0.05,
-    show_default=True,
-    help="Fraction of pool (and target) items whose influence is computed for real (NN-CIFT's u).",
+    default=None,
+    help="Fraction of pool (and target) items whose influence is computed for real (NN-CIFT's "
+    "u): the paper's first-u block [default: 0.05]. Not with --label-budget.",
+)
+@click.option(
+    "--design",
+    type=click.Choice(["block", "spread", "landmark", "active", "random", "diverse"]),
+    default=None,
+    help="Which pairs (or items) the influence function labels (docs/valuation.md): block the "
+    "paper's first-u block (sized by --u, or the largest within --label-budget); spread every "
+    "pool item on a few targets; landmark as many (k-centre) pool items as fit, 2 targets "
+    "each; active a landmark start then 3 rounds where a bootstrap fit is least sure about "
+    "the items the selection would take (resumable); random / diverse (k-centre) items for "
+    "selectit. Default: the paper's block without --label-budget; with it, active for delift, "
+    "block for delift-se and less, random for selectit.",
+)
+@click.option(
+    "--label-budget",
+    default=None,
+    metavar="N|Nitems|P%",
+    help="How much to label, instead of --u: N pairs (items for selectit), Nitems distinct "
+    "pool items, or P% of the LM passes of labelling every pair (e.g. 5000, 300items, 2%). "
+    "A bare fraction is refused (ambiguous). Default with a --design other than block: 2% "
+    "(delift-se: 400 pairs).",
+)
+@click.option(
+    "--estimator",
+    type=click.Choice(
+        [
+            "auto",
+            "network",
+            "additive+cos",
+            "additive+cos-eb",
+            "additive",
+            "lowrank",
+            "kernel",
+            "cosine-linear",
+            "constant",
+        ]
+    ),  # fmt: skip
+    default=None,
+    help="What predicts the unlabelled pairs: network the InfluenceNetwork (--network), auto "
+    "the estimator of nncift.effects whose ranking of held-out labelled items is best (one-SE "
+    "rule, additive+cos preferred), or one by name. Default: network on the paper's u-block, "
+    "else auto.",
 )
 @click.option(
     "--exact",
@@ -200,7 +308,10 @@ def select_command(
     cache_dir: str | None,
     seed: int,
     out: str,
-    u: float,
+    u: float | None,
+    design: str | None,
+    label_budget: str | None,
+    estimator: str | None,
     exact: bool,
     lm: str,
     dtype: str | None,
@@ -224,6 +335,12 @@ def select_command(
     from nncift.valuation import ValuationOptions
 
     quiet = ctx.obj.get("quiet", False)
+    check_design_options(method, u, design, label_budget, estimator, exact)
+    if not exact and method in ("delift", "delift-se", "less", "selectit"):
+        network_given = ctx.get_parameter_source("variant") != click.core.ParameterSource.DEFAULT
+        design, label_budget, estimator = default_design(
+            method, u is not None, network_given, design, label_budget, estimator
+        )
     ray = ray_settings(rest)
     check_output_path(Path(out))
     manifest = Manifest(command="select")
@@ -245,7 +362,10 @@ def select_command(
         selection=kwargs,
         ray=ray,
         valuation=ValuationOptions(
-            u=u,
+            u=0.05 if u is None else u,
+            design=design,
+            label_budget=label_budget,
+            estimator=estimator,
             exact=exact,
             lm=lm,
             device=device,
