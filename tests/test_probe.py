@@ -187,7 +187,12 @@ def test_evaluate_subset_is_cached_by_subset_and_settings(
     s = FinetuneSettings(batch_size=2, max_length=64, n_rouge=1, max_new_tokens=3)
     before = {k: v.clone() for k, v in lm.model.state_dict().items()}
     first = evaluate_subset(lm, train, test, s, seed=0, cache_dir=tmp_path)
-    assert not first["cached"] and len(first["nll_sum"]) == 2 and len(first["rougeL"]) == 1
+    assert (
+        first is not None
+        and not first["cached"]
+        and len(first["nll_sum"]) == 2
+        and len(first["rougeL"]) == 1
+    )
     assert len(list(tmp_path.glob("ft-*.json"))) == 1
     after = lm.model.state_dict()
     assert set(after) == set(before)  # the adapter was removed
@@ -195,14 +200,29 @@ def test_evaluate_subset_is_cached_by_subset_and_settings(
     real = ds.finetune_lora
     monkeypatch.setattr(ds, "finetune_lora", lambda *a, **k: calls.append(1) or real(*a, **k))
     again = evaluate_subset(lm, train, test, s, seed=0, cache_dir=tmp_path)
-    assert again["cached"] and not calls and again["nll_sum"] == first["nll_sum"]
+    assert (
+        again is not None and again["cached"] and not calls and again["nll_sum"] == first["nll_sum"]
+    )
     # Another seed, subset or setting is another fine-tune.
     evaluate_subset(lm, train, test, s, seed=1, cache_dir=tmp_path)
     evaluate_subset(lm, train.subset([0, 1]), test, s, seed=0, cache_dir=tmp_path)
     assert len(calls) == 2 and len(list(tmp_path.glob("ft-*.json"))) == 3
     # The base model (empty subset) is evaluated without fine-tuning.
     base = evaluate_subset(lm, train.subset([]), test, s, cache_dir=tmp_path)
-    assert base["losses"] == [] and len(calls) == 2
+    assert base is not None and base["losses"] == [] and len(calls) == 2
+    # A fine-tune another process holds is skipped on request (run_probe's first pass).
+    from nncift.io import file_lock
+    from nncift.probe import finetune_key
+
+    key = finetune_key(lm, train, test, s, 7)
+    with file_lock(tmp_path / f"ft-{key}.lock"):
+        assert (
+            evaluate_subset(lm, train, test, s, seed=7, cache_dir=tmp_path, skip_if_busy=True)
+            is None
+        )
+    assert not (tmp_path / f"ft-{key}.json").exists() and len(calls) == 2
+    done = evaluate_subset(lm, train, test, s, seed=7, cache_dir=tmp_path, skip_if_busy=True)
+    assert done is not None and not done["cached"] and (tmp_path / f"ft-{key}.json").is_file()
 
 
 # ---------------------------------------------------------------- rows and a whole run
@@ -254,6 +274,7 @@ def test_run_probe_tiny(lm, tmp_path: Path) -> None:  # type: ignore[no-untyped-
         budgets=(0.25,),
         extra_budgets=(),
         seeds=(0, 1),
+        full_data=True,
         finetune=FinetuneSettings(batch_size=4, max_length=48, n_rouge=2, max_new_tokens=2),
         n_boot=200,
     )
@@ -262,15 +283,17 @@ def test_run_probe_tiny(lm, tmp_path: Path) -> None:  # type: ignore[no-untyped-
         cfg, lm, emb, cache_dir=tmp_path, data=data, rds_features=lambda it: emb.embed(it.texts)
     )
     rows = {r["row"]: r for r in out["rows"]}
-    assert set(rows) == {"random", "length", "embedding-fl", "embedding-flmi", "rds"}
+    assert set(rows) == {"random", "length", "embedding-fl", "embedding-flmi", "rds", "full"}
+    assert len(rows["full"]["nll_per_seed"]) == 1 and rows["full"]["vs_random"] is None
     # FLMI to a greeting picks greetings first; the longest responses are all essays.
     assert rows["embedding-flmi"]["target_source_share"] >= 0.5
     assert rows["length"]["target_source_share"] == 0.0
     pc = out["power_check"]
     assert pc is not None and len(pc["ci"]) == 2 and pc["mdd"] > 0
     assert rows["random"]["vs_random"] is None and rows["length"]["vs_random"] is not None
-    assert out["n_runs"] == 10 and out["n_cached"] == 0
+    assert out["n_runs"] == 11 and out["n_cached"] == 0
+    assert out["base"]["nll"] > 0
     again = run_probe(
         cfg, lm, emb, cache_dir=tmp_path, data=data, rds_features=lambda it: emb.embed(it.texts)
     )
-    assert again["n_cached"] == 10 and again["rows"][0]["nll"] == out["rows"][0]["nll"]
+    assert again["n_cached"] == 11 and again["rows"][0]["nll"] == out["rows"][0]["nll"]

@@ -77,6 +77,8 @@ PROBE_FULL = ProbeConfig(
     extra_budgets=(0.05, 0.2),
     extra_rows=("random", "embedding-flmi"),
     seeds=(0, 1, 2),
+    full_data=True,
+    full_data_seeds=(0,),  # ~1 core-hour per seed: one seed keeps the probe within 4 hours
     max_prompt_chars=400,
     max_response_chars=300,
     finetune=FinetuneSettings(n_rouge=40, max_new_tokens=16, max_length=256, batch_size=8),

@@ -100,7 +100,7 @@ def time_one(
             }
         )
     full_tok = _train_tokens(lm, data.pool, pc.finetune.max_length)
-    full_s = len(pc.seeds) * (full_tok * pc.finetune.epochs * ft_per_token + eval_s)
+    full_s = len(pc.full_data_seeds) * (full_tok * pc.finetune.epochs * ft_per_token + eval_s)
     total = sum(p["seconds"] for p in planned) + eval_s + (full_s if pc.full_data else 0.0)
     return {
         "measured": {
@@ -116,7 +116,12 @@ def time_one(
         },
         "finetune_seconds_per_token": ft_per_token,
         "planned": planned,
-        "full_data": {"train_tokens": full_tok, "seconds": full_s, "included": pc.full_data},
+        "full_data": {
+            "train_tokens": full_tok,
+            "seconds": full_s,
+            "included": pc.full_data,
+            "seeds": list(pc.full_data_seeds),
+        },
         "projected_seconds": total,
         "data": data.info,
     }

@@ -304,25 +304,51 @@ def evaluate_subset(
     *,
     seed: int = 0,
     cache_dir: str | Path | None = None,
-) -> dict[str, Any]:
+    skip_if_busy: bool = False,
+) -> dict[str, Any] | None:
     """Fine-tune a LoRA adapter on `train` (none when empty: the base model), then score `test`.
 
     Returns a JSON-able dict: ``nll_sum`` / ``tokens`` per test item (`response_nll`), ``nll``
     (mean per token), ``rougeL`` per item for the first ``settings.n_rouge`` test items,
     ``losses`` (per epoch), ``seconds`` {finetune, nll, rouge} and ``cached``. With `cache_dir`
     the result is stored as ``ft-<finetune_key>.json`` and read back on a later call; the base
-    model is restored either way.
+    model is restored either way. Processes sharing `cache_dir` compute each fine-tune once:
+    it runs under a file lock, and the cache is read again once the lock is held;
+    `skip_if_busy` returns None at once when another process holds that lock.
     """
+    if cache_dir is None:
+        return _evaluate(lm, train, test, settings, seed, None)
+    from nncift.io import file_lock
+
+    path = Path(cache_dir) / f"ft-{finetune_key(lm, train, test, settings, seed)}.json"
+    if path.is_file():
+        return _cached(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(path.with_suffix(".lock"), blocking=not skip_if_busy) as got:
+        if not got:
+            return None
+        if path.is_file():  # computed by the process that held the lock
+            return _cached(path)
+        return _evaluate(lm, train, test, settings, seed, path)
+
+
+def _cached(path: Path) -> dict[str, Any]:
+    out: dict[str, Any] = json.loads(path.read_text())
+    out["cached"] = True
+    return out
+
+
+def _evaluate(
+    lm: Any,
+    train: Items,
+    test: Items,
+    settings: FinetuneSettings,
+    seed: int,
+    path: Path | None,
+) -> dict[str, Any]:
     from nncift.downstream import _chat, _generate, finetune_lora, rouge
     from nncift.io import write_text_atomic
 
-    path = None
-    if cache_dir is not None:
-        path = Path(cache_dir) / f"ft-{finetune_key(lm, train, test, settings, seed)}.json"
-        if path.is_file():
-            out: dict[str, Any] = json.loads(path.read_text())
-            out["cached"] = True
-            return out
     t0 = time.perf_counter()
     losses: list[float] = []
     model = lm.model
@@ -373,7 +399,6 @@ def evaluate_subset(
         "seconds": {"finetune": t_ft, "nll": t_nll, "rouge": t_rouge},
     }
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(path, json.dumps(out))
     out["cached"] = False
     return out
@@ -486,6 +511,7 @@ class ProbeConfig:
     extra_rows: tuple[str, ...] = ("random", "embedding-flmi")
     seeds: tuple[int, ...] = (0, 1, 2)
     full_data: bool = False
+    full_data_seeds: tuple[int, ...] = (0,)  # fine-tuning on the whole pool costs the most
     data_seed: int = 0
     max_prompt_chars: int = 600
     max_response_chars: int = 400
@@ -588,27 +614,37 @@ def run_probe(
                 )
             ),
         }
-    runs: dict[str, dict[str, Any]] = {}
-    for name, sub in subsets.items():
-        for s in config.seeds:
-            idx = sub["indices"].get(str(s), sub["indices"][str(config.seeds[0])])
-            say(f"fine-tune {name} seed {s} ({len(idx)} items)")
-            runs.setdefault(name, {})[str(s)] = _slim(
-                evaluate_subset(
-                    lm, data.pool.subset(idx), data.test, config.finetune, seed=s, cache_dir=cache
-                )
-            )
-    say("base model")
-    base = _slim(
-        evaluate_subset(lm, data.pool.subset([]), data.test, config.finetune, cache_dir=cache)
-    )
     if config.full_data:
         subsets["full@1.0"] = {"row": "full", "budget": 1.0, "k": m, "valuation_seconds": 0.0}
+    jobs: list[tuple[str, int, Items]] = []
+    for name, sub in subsets.items():
+        if sub["row"] == "full":
+            jobs += [(name, s, data.pool) for s in config.full_data_seeds]
+            continue
         for s in config.seeds:
-            say(f"fine-tune full data seed {s}")
-            runs.setdefault("full@1.0", {})[str(s)] = _slim(
-                evaluate_subset(lm, data.pool, data.test, config.finetune, seed=s, cache_dir=cache)
+            idx = sub["indices"].get(str(s), sub["indices"][str(config.seeds[0])])
+            jobs.append((name, s, data.pool.subset(idx)))
+    jobs.append(("base", 0, data.pool.subset([])))
+    # Fine-tunes another process is computing (same cache) are left for a second pass, which
+    # waits for them: two processes, one per core, share the work.
+    runs: dict[str, dict[str, Any]] = {}
+    for skip in (True, False):
+        for name, s, train in jobs:
+            if str(s) in runs.get(name, {}):
+                continue
+            say(f"fine-tune {name} seed {s} ({len(train)} items)")
+            res = evaluate_subset(
+                lm,
+                train,
+                data.test,
+                config.finetune,
+                seed=s,
+                cache_dir=cache,
+                skip_if_busy=skip,
             )
+            if res is not None:
+                runs.setdefault(name, {})[str(s)] = _slim(res)
+    base = runs.pop("base")["0"]
     return summarise(config, data, subsets, runs, base, {"embed": t_emb, **cost})
 
 
@@ -631,7 +667,7 @@ def summarise(
     """Per row and budget: NLL, ROUGE-L and paired differences against random and embedding
     FLMI at the same budget (negative NLL difference = better than the reference row); the
     power check (embedding FLMI - random at the first main budget)."""
-    seeds = list(config.seeds)
+    all_seeds = list(config.seeds)
     tokens = np.asarray(base["tokens"], dtype=np.float64)
 
     def diff(name: str, ref: str, key: str) -> dict[str, Any] | None:
@@ -639,8 +675,8 @@ def summarise(
             return None
         w = tokens if key == "nll_sum" else None
         return paired_bootstrap(
-            _matrix(runs[name], seeds, key),
-            _matrix(runs[ref], seeds, key),
+            _matrix(runs[name], all_seeds, key),
+            _matrix(runs[ref], all_seeds, key),
             w,
             n_boot=config.n_boot,
         )
@@ -648,6 +684,7 @@ def summarise(
     rows = []
     for name, sub in subsets.items():
         budget = sub["budget"]
+        seeds = list(config.full_data_seeds if sub["row"] == "full" else config.seeds)
         ref_b = budget if budget in set(config.budgets) | set(config.extra_budgets) else None
         nll = _matrix(runs[name], seeds, "nll_sum").sum(axis=1) / tokens.sum()
         rl = _matrix(runs[name], seeds, "rougeL").mean(axis=1)
@@ -686,9 +723,14 @@ def summarise(
         "rows": rows,
         "valuation_seconds": valuation_seconds,
         "finetune_seconds_total": float(
-            sum(r[str(s)]["seconds"]["finetune"] for r in runs.values() for s in seeds)
+            sum(
+                x["seconds"]["finetune"]
+                for r in runs.values()
+                for x in r.values()
+                if not x.get("cached")
+            )
         ),
-        "n_cached": sum(bool(r[str(s)].get("cached")) for r in runs.values() for s in seeds),
+        "n_cached": sum(bool(x.get("cached")) for r in runs.values() for x in r.values()),
         "n_runs": sum(len(r) for r in runs.values()),
         "mdd": None if power is None else power["mdd"],
         "tokens_scored": int(tokens.sum()),
