@@ -8,8 +8,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from nncift.designs import spread
 from nncift.effects import AdditiveEffects, KernelPairRegression, LowRankEffects
+from nncift.errors import InputError
 
 
 def _planted(m: int = 60, n: int = 30, seed: int = 0) -> tuple[np.ndarray, ...]:
@@ -85,3 +87,41 @@ def test_bench_quick_json_schema() -> None:
                     "spearman_pooled", "selection_overlap", "random_overlap"} <= set(r)  # fmt: skip
     assert any(r["design"] == "block" for r in lines[0]["results"])
     assert lines[0]["oracle_within_target"] > 0.5
+
+
+def test_choose_effects_on_held_out_items_prefers_the_planted_structure() -> None:
+    """Out-of-fold over labelled pool items: a constant ranks nothing (score exactly 0, not
+    a ranking by fold), and on labels with a cosine interaction the cosine estimators win."""
+    from nncift import designs as D
+    from nncift.effects import EFFECT_NAMES, POINTWISE_EFFECT_NAMES, choose_effects
+
+    rng = np.random.default_rng(0)
+    m, n = 120, 60
+    x, z = rng.normal(size=(m, 16)), rng.normal(size=(n, 16))
+    ux = x / np.linalg.norm(x, axis=1, keepdims=True)
+    uz = z / np.linalg.norm(z, axis=1, keepdims=True)
+    values = rng.normal(size=m)[:, None] + 3 * ux @ uz.T + 0.1 * rng.normal(size=(m, n))
+    kw = {"n_rows": m, "n_cols": n, "row_features": x, "col_features": z}
+    for per_row in (1, 4):  # centred-pooled score / within-target score
+        d = D.spread(m, n, per_row=per_row, seed=0)
+        ch = choose_effects(EFFECT_NAMES, d.rows, d.cols, values[d.rows, d.cols], **kw)
+        assert ch.scores["constant"] == 0.0
+        assert ch.chosen in ("additive+cos", "additive+cos-eb", "lowrank", "cosine-linear")
+        assert ch.score is not None and ch.score > 0.3
+        assert ch.scores["additive"] is not None and ch.scores["additive"] < ch.score
+    rows = np.arange(40)
+    ch = choose_effects(POINTWISE_EFFECT_NAMES, rows, None, x[rows, 0], n_rows=m, n_cols=None,
+                        row_features=x, col_features=None)  # fmt: skip
+    assert ch.scores["constant"] == 0.0 and ch.criterion == "spearman over held-out items"
+    with pytest.raises(InputError, match="at least 4 needed"):
+        choose_effects(EFFECT_NAMES, np.array([0, 1, 2]), np.array([0, 1, 2]),
+                       np.array([0.0, 1.0, 2.0]), **kw)  # fmt: skip
+
+
+def test_kernel_regression_is_left_out_when_too_costly() -> None:
+    from nncift.effects import kernel_too_big
+
+    assert kernel_too_big("kernel", 100, 120, 60) is None
+    assert "too costly" in (kernel_too_big("kernel", 5000, 10, 10) or "")
+    assert "too costly" in (kernel_too_big("kernel", 2000, 10_000, 10_000) or "")
+    assert kernel_too_big("additive", 10**6, 10**5, 10**5) is None

@@ -417,6 +417,7 @@ class DesignStages:
             POINTWISE_EFFECT_NAMES,
             choose_effects,
             fit_effects,
+            kernel_too_big,
             predict_all,
         )
 
@@ -440,6 +441,9 @@ class DesignStages:
                     erec.update(found.to_dict())
                     est_name = found.chosen
                 erec["chosen"] = est_name
+                too_big = kernel_too_big(est_name, len(design), m, n_cols)
+                if too_big:
+                    raise InputError(f"--estimator kernel: {too_big}; choose another estimator")
                 est = fit_effects(
                     est_name, design.rows, design.cols, labels, n_rows=m, n_cols=n_cols,
                     row_features=row_x, col_features=col_x,

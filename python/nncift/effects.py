@@ -503,6 +503,25 @@ class EffectsChoice:
         }  # fmt: skip
 
 
+#: Kernel ridge over pairs solves an n x n system (n labels) and predicts with an
+#: (all pairs x n) kernel: beyond these it is left out of `choose_effects` (named in `failed`).
+KERNEL_MAX_LABELS, KERNEL_MAX_WORK = 3000, 5e9
+
+
+def kernel_too_big(name: str, n_labels: int, n_rows: int, n_cols: int | None) -> str | None:
+    """Why estimator `name` is too costly here (kernel regression only), else None."""
+    if name != "kernel":
+        return None
+    work = float(n_labels) * n_rows * (n_cols or 1)
+    if n_labels > KERNEL_MAX_LABELS or work > KERNEL_MAX_WORK:
+        return (
+            f"kernel regression over {n_labels:,} labels predicting {n_rows * (n_cols or 1):,} "
+            f"values is too costly (limits: {KERNEL_MAX_LABELS:,} labels, "
+            f"{KERNEL_MAX_WORK:.0e} label x value products)"
+        )
+    return None
+
+
 def _reference(est: Any, ref: np.ndarray, cols: np.ndarray | None) -> np.ndarray | float:
     """The model's mean prediction over the reference items `ref`: per column of `cols`
     ((n,) array), or one number for pointwise labels."""
@@ -558,6 +577,10 @@ def choose_effects(
     preds: dict[str, np.ndarray] = {}
     failed: dict[str, str] = {}
     for name in names:
+        too_big = kernel_too_big(name, y.size, n_rows, n_cols)
+        if too_big:
+            failed[name] = too_big
+            continue
         oof = np.empty(y.size)
         try:
             for f in range(k):

@@ -108,6 +108,21 @@ class SelectRun:
         ]
         if self.objective_value is not None:
             lines.append(f"objective value {self.objective_value:.6g}")
+        valuation = self.manifest.results.get("valuation") or {}
+        for name, d in (valuation.get("designs") or {}).items():
+            e = (valuation.get("estimators") or {}).get(name, {})
+            budget = d.get("label_budget") or {}
+            what = (
+                f"{d['pairs']:,} pairs" if d.get("pairs") is not None else f"{d['items']:,} items"
+            )
+            score = e.get("rank_score")
+            lines.append(
+                f"{name}: {d['design']} design labelled {what}"
+                + (f" (label budget {budget['text']})" if budget else f" (u = {d.get('u')})")
+                + f", {(d.get('lm_cost') or {}).get('passes', 0):,} LM passes; estimator "
+                + str(e.get("chosen"))
+                + ("" if score is None else f", held-out rank score {score:.3f}")
+            )
         short = self.manifest.results.get("short_of_budget")
         if short:
             lines.append(f"warning: {short['message']}")
