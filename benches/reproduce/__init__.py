@@ -24,6 +24,17 @@ Everything in the report comes from this script, on real offline data, with seed
 5. Downstream (ICL and LoRA fine-tuning for every row, three seeds) on the same
    chatterbot pool: Initial, Random, embedding top-k, each original function, its NN-CIFT
    version, full data.
+6. The task-targeted probe (`nncift.probe`): a mixed pool of 2,000 ShareGPT / chatterbot /
+   IFBench items, 40 chatterbot targets and 300 held-out chatterbot test items (de-duplicated
+   by normalised prompt, checked in code); rows random, length, embedding FL, embedding FLMI,
+   RDS+ at 10% of the pool, random and embedding FLMI also at 5% and 20%, full data (one
+   seed); SmolLM2 LoRA fine-tuned on each subset (three seeds), judged by the NLL of the test
+   responses (and ROUGE-L on 40 of them) with paired bootstrap intervals; the power check.
+   Measured on one torch thread (load ~4 on 2 cores): ~3.7 core-hours for the rows plus ~1
+   for full data. Each fine-tune is cached and locked: run `--probe-only` in a second process
+   beside the full run (or two of them, one per core) and they share the fine-tunes, so the
+   probe takes about half that wall time; `--probe-timing` re-measures one fine-tune and
+   projects the whole probe.
 
 The exact chatterbot values (the expensive part: 140 x 70 DELIFT pairs took 38 min on one
 core of a 2-core CPU, while LESS and SelectIT ran on the other) are kept in
