@@ -145,6 +145,14 @@ def real_matrices(args: argparse.Namespace) -> list[Matrix]:
     info = {"stored_tokens": rec["tokens"], "stored_passes": rec["lm_passes"],
             "model_tokens": full_tokens,
             "model_passes": design_cost(full_d, "delift", lengths=lengths).passes}  # fmt: skip
+    if pl is not None:
+        # RDS+ features cost one LM forward per pool item and target; in DELIFT's units about
+        # an example prefix per item plus a query per target (the same texts, one pass each).
+        feat_tokens = int(lengths.example.sum() + lengths.query.sum())
+        info["lm_features"] = {
+            "passes": m + n, "share_of_full_passes": (m + n) / info["model_passes"],
+            "tokens_approx": feat_tokens, "share_of_full_tokens": feat_tokens / full_tokens,
+        }  # fmt: skip
     return [
         Matrix("chatterbot_140x70", "delift", delift, c_delift, full_tokens, "tokens", pe, te,
                pl, tl, info, **minilm),
@@ -602,7 +610,13 @@ def write_doc(cells: list[dict[str, Any]], run: dict[str, Any], path: Path) -> N
         f"load average at start {run['load_average'][0]:.2f} / {run['load_average'][1]:.2f} / "
         f"{run['load_average'][2]:.2f} with other work running; seeds {run['seeds']}). "
         "Data: the real SmolLM2 matrices of `benches/data/chatterbot_labels_140x70.npz` "
-        "(140 pool x 70 targets), features: MiniLM (`nncift.embed`).",
+        "(140 pool x 70 targets), features: "
+        + {
+            "minilm": "MiniLM (`nncift.embed`)",
+            "lm": "RDS+ (SmolLM2 hidden states, `nncift.lm_features`)",
+            "both": "MiniLM and RDS+ concatenated",
+        }[run["features"]]
+        + ".",
         "",
         "Costs: "
         + "; ".join(
@@ -756,14 +770,18 @@ def main(argv: list[str] | None = None) -> int:
         "features": args.features,
         "matrix_info": {m.function: m.info for m in mats},
         "targets": targets(cells),
-        "notes": USES + "\n" + NOTES,
+        "notes": USES + "\n" + NOTES
+        if args.features == "minilm"
+        else LM_NOTES + rds_summary(cells),
     }
     out = Path(args.out)
-    (out / "valuation.json").write_text(json.dumps({**run, "cells": cells}, indent=1))
-    if plot(cells, out / "img" / "valuation_delift.png"):
-        run["notes"] += "\n\n![within-target Spearman vs LM cost](img/valuation_delift.png)\n"
-    write_doc(cells, run, out / "valuation.md")
-    print(f"wrote {out / 'valuation.json'} and {out / 'valuation.md'}", file=sys.stderr)
+    # The MiniLM run is the main page; feature variants get pages of their own.
+    stem = "valuation" if args.features == "minilm" else f"valuation_{args.features}"
+    (out / f"{stem}.json").write_text(json.dumps({**run, "cells": cells}, indent=1))
+    if plot(cells, out / "img" / f"{stem}_delift.png"):
+        run["notes"] += f"\n\n![within-target Spearman vs LM cost](img/{stem}_delift.png)\n"
+    write_doc(cells, run, out / f"{stem}.md")
+    print(f"wrote {out / (stem + '.json')} and {out / (stem + '.md')}", file=sys.stderr)
     return 0
 
 
@@ -815,6 +833,43 @@ passes for LESS and SelectIT (and for DELIFT on Ray, where the driver holds no t
 `N` is pairs (items for selectit), `Nitems` distinct pool items; LM seconds are not a unit
 (`--dry-run` prices a design in seconds on this machine).
 """
+
+LM_NOTES = """## What this run adds
+
+The estimators here read RDS+ features (`--features lm`: SmolLM2's final hidden states,
+position-weighted mean over prompt and response) instead of MiniLM embeddings; `none / rds+`
+is their cosine with no labels at all, `none / embedding` MiniLM's. The features cost one LM
+forward per pool item and target (`matrix_info.delift.lm_features` in the JSON: about 2% of
+the full DELIFT matrix's passes), so a design at 1-2% plus the features costs 2-4%. Compare
+rows here with `none / rds+` (the features alone) and with docs/valuation.md (MiniLM).
+"""
+
+
+def rds_summary(cells: list[dict[str, Any]]) -> str:
+    """The label-free RDS+ cosine against the best labelled row and the oracle, per function."""
+    lines = ["", "| function | cost | RDS+ alone: within-target | overlap 10% / 30% (random) "
+             "| ratio 10% / 30% | best labelled row: within-target | item-mean oracle |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for c in cells:
+        rows = c["results"]
+        rds = next((r for r in rows if r["design"] == "none" and r["estimator"] == "rds+"), None)
+        labelled = [r for r in rows if r["design"] not in ("none", "oracle")]
+        if rds is None or not labelled:
+            continue
+        best = max(labelled, key=lambda r: r["spearman_within_target"] or -9)
+
+        def f(x: Any) -> str:
+            return "-" if x is None else f"{x:.3f}"
+
+        lines.append(
+            f"| {c['function']} | {c['cost_fraction']:.0%} | {f(rds['spearman_within_target'])} "
+            f"| {f(rds['selection_overlap_10'])} / {f(rds['selection_overlap_30'])} (0.100 / "
+            f"0.300) | {f(rds['objective_ratio_10'])} / {f(rds['objective_ratio_30'])} "
+            f"| {best['design']} / {best['estimator']} {f(best['spearman_within_target'])} "
+            f"| {f(c.get('oracle_within_target'))} |"
+        )
+    return "\n".join(lines) + "\n"
+
 
 NOTES = """## What was tried, and what it says
 
