@@ -301,3 +301,39 @@ def test_dry_run_prices_a_design(
     assert code == 0, output
     assert "active design" in output and "then up to 3 rounds to the budget (2%" in output
     assert not (tmp_path / "never.jsonl").exists()
+
+
+def test_active_run_killed_between_rounds_resumes(
+    files: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    """SIGKILL of a real process after round 1 was labelled, while round 2's pairs are being
+    written: the rerun reuses rounds 0 and 1 whole (0 tiles computed), labels rounds 2 and 3,
+    and ends with the uninterrupted run's subset."""
+    from faults import finish, kill_at, start
+
+    pool, _, _ = files
+    args = ["select", "--pool", str(pool), "--method", "delift-se", "--design", "active",
+            "--label-budget", "300", "--budget", "10"]  # fmt: skip
+    ref = tmp_path / "ref.jsonl"
+    rc, err = finish(start([*args, "--out", str(ref)], tmp_path / "a"))
+    assert rc == 0, err
+    cache = tmp_path / "b"
+    out = tmp_path / "out.jsonl"
+    point = "write:round-2-rows.npy"
+    assert kill_at([*args, "--out", str(out)], cache, point) == point
+    assert not out.exists()
+    labels = next((cache / "runs").iterdir()) / "labels-data"
+    done = {
+        p.parent.name: len(json.loads(p.read_text())["tiles"])
+        for p in labels.glob("round-*/labels-manifest.json")
+    }
+    rc, err = finish(start([*args, "--out", str(out)], cache))
+    assert rc == 0, err
+    assert ids(out) == ids(ref)
+    rounds = manifest_of(out)["results"]["valuation"]["designs"]["data"]["rounds"]
+    for r in rounds:
+        finished = done.get(f"round-{r['round']}", 0)
+        assert r["reused_tiles"] == finished, (r, done)  # every finished tile reused
+    assert [r["resumed"] for r in rounds] == [True, True, False, False]
+    assert rounds[0]["computed_tiles"] == rounds[1]["computed_tiles"] == 0
+    assert rounds[2]["computed_tiles"] > 0 and rounds[3]["computed_tiles"] > 0

@@ -538,15 +538,16 @@ def _read_rounds(path: Path) -> dict[str, Any]:
 
 
 def _save_round(sub: Path, d: Design) -> None:
+    """The round's pairs, `round-<k>/round-<k>-rows.npy` (and `-cols.npy`)."""
     sub.mkdir(parents=True, exist_ok=True)
-    save_npy_atomic(sub / "design-rows.npy", d.rows.astype(np.int64))
+    save_npy_atomic(sub / f"{sub.name}-rows.npy", d.rows.astype(np.int64))
     if d.cols is not None:
-        save_npy_atomic(sub / "design-cols.npy", d.cols.astype(np.int64))
+        save_npy_atomic(sub / f"{sub.name}-cols.npy", d.cols.astype(np.int64))
 
 
 def _load_round(sub: Path, m: int, n_cols: int | None) -> Design:
-    rows = load_npy(sub / "design-rows.npy")
-    cols = load_npy(sub / "design-cols.npy") if n_cols is not None else None
+    rows = load_npy(sub / f"{sub.name}-rows.npy")
+    cols = load_npy(sub / f"{sub.name}-cols.npy") if n_cols is not None else None
     return Design("add", np.asarray(rows, np.int64),
                   None if cols is None else np.asarray(cols, np.int64), m, n_cols)  # fmt: skip
 
