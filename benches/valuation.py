@@ -826,6 +826,20 @@ cosine term carries most of the ranking. Spread + additive+cos-eb is the best ce
 (0.223 ± 0.034). Selection overlap at 30% stayed at the random level for every function.
 `--design block --network paper` (or `--u U` alone) still runs the paper.
 
+**The stronger cheap route: RDS+ features** (docs/valuation_lm.md, `python benches/valuation.py
+--features lm`, same matrix, 5 seeds). The cosine of SmolLM2's own pooled hidden states
+(`--method rds`, or `--features lm` for the estimators), with no labels at all, ranks DELIFT's
+examples within each target at 0.277 - above every labelled design and estimator with MiniLM
+features (best 0.223 at 5%), level with the best ones reading the RDS+ features (0.267-0.268
+at 1-5%) and with the item-mean oracle (0.273) - for one LM forward per pool item and target
+(~2% of the full matrix's passes). At a 30% selection budget its subset overlaps the exact
+DELIFT subset by 0.50 (random 0.30; objective ratio 0.957, the best row). For LESS its overlap
+is 0.286 / 0.500 at 10% / 30% (random 0.1 / 0.3) with no gradients at all. On this matrix,
+then, paying for DELIFT or LESS labels buys nothing that the LM's own representation does not
+already give: `nncift select --method rds` is the recommendation at equal cost, and
+`--features lm` the one for users who want NN-CIFT's labels anyway. The default stays MiniLM
+until the 300 x 100 mixed matrix (benches/build_matrix.py, being labelled) confirms it.
+
 Costs: `--label-budget P%` is a share of labelling every pair, counted as the benchmark
 counts it for DELIFT (tokens: an example prefix is paid once per pool item and costs several
 pairs' tokens, `nncift.designs.design_cost`, with the run's own tokenizer and cuts) and in LM
