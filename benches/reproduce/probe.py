@@ -36,17 +36,10 @@ def time_one(
     """Time one fine-tune + NLL / ROUGE evaluation at the full probe's sizes, then project the
     whole probe: fine-tune seconds scale with the training tokens of each planned subset
     (counted here, without training), evaluation seconds are the same for every run."""
-    from nncift.probe import build_probe_data, evaluate_subset, row_subset
+    from nncift.probe import evaluate_subset, row_subset
 
     pc = cfg.probe
-    data = build_probe_data(
-        pool_size=pc.pool_size,
-        n_targets=pc.n_targets,
-        n_test=pc.n_test,
-        max_prompt_chars=pc.max_prompt_chars,
-        max_response_chars=pc.max_response_chars,
-        seed=pc.data_seed,
-    )
+    data = pc.build_data()
     m = len(data.pool)
     pool_emb = embedder.embed(data.pool.texts)
     target_emb = embedder.embed(data.targets.texts)

@@ -524,6 +524,17 @@ class ProbeConfig:
         out += [(r, b) for b in self.extra_budgets for r in self.extra_rows if (r, b) not in out]
         return out
 
+    def build_data(self) -> ProbeData:
+        """The probe's pool, targets and test items at these sizes (`build_probe_data`)."""
+        return build_probe_data(
+            pool_size=self.pool_size,
+            n_targets=self.n_targets,
+            n_test=self.n_test,
+            max_prompt_chars=self.max_prompt_chars,
+            max_response_chars=self.max_response_chars,
+            seed=self.data_seed,
+        )
+
 
 def run_probe(
     config: ProbeConfig,
@@ -546,14 +557,7 @@ def run_probe(
     say = progress or (lambda msg: log.info("%s", msg))
     cache = Path(cache_dir)
     if data is None:
-        data = build_probe_data(
-            pool_size=config.pool_size,
-            n_targets=config.n_targets,
-            n_test=config.n_test,
-            max_prompt_chars=config.max_prompt_chars,
-            max_response_chars=config.max_response_chars,
-            seed=config.data_seed,
-        )
+        data = config.build_data()
     check_disjoint(data.pool, data.targets, data.test)
     m = len(data.pool)
     rows_needed = {r for r, _ in config.plan()}

@@ -11,6 +11,7 @@ from nncift.cli.common import data_options, echo_summary, load_pool
 from nncift.cli.group import user_errors
 from nncift.cli.ray_options import ray_options, ray_settings
 from nncift.cli.selection_options import selection_kwargs, selection_options
+from nncift.effects import EFFECT_NAMES
 
 DEFAULT_POOL = "builtin:ifbench"
 
@@ -168,19 +169,7 @@ def default_design(
 )
 @click.option(
     "--estimator",
-    type=click.Choice(
-        [
-            "auto",
-            "network",
-            "additive+cos",
-            "additive+cos-eb",
-            "additive",
-            "lowrank",
-            "kernel",
-            "cosine-linear",
-            "constant",
-        ]
-    ),  # fmt: skip
+    type=click.Choice(["auto", "network", *EFFECT_NAMES]),
     default=None,
     help="What predicts the unlabelled pairs: network the InfluenceNetwork (--network), auto "
     "the estimator of nncift.effects whose ranking of held-out labelled items is best (one-SE "
