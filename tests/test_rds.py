@@ -190,7 +190,7 @@ def test_rds_without_the_lm_extra_is_one_line(
 
 
 def test_both_features_are_unit_rows_whose_cosine_is_the_mean_of_the_two() -> None:
-    from nncift.pipeline import both_features
+    from nncift.select_inputs import both_features
 
     rng = np.random.default_rng(0)
     e, f = rng.normal(size=(5, 7)), rng.normal(size=(5, 3)) * 10
