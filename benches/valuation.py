@@ -95,20 +95,12 @@ def _delift_lengths(pool: Any, tgt: Any, cache: str | None) -> Any:
     return Lengths(example=ex, query=query, no_example=no_ex)
 
 
-def real_matrices(args: argparse.Namespace) -> list[Matrix]:
-    from nncift.designs import design_cost, full_design
+def _features(
+    args: argparse.Namespace, pool: Any, tgt: Any
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None, dict[str, Any]]:
+    """(row features, col features, RDS+ rows, RDS+ cols, MiniLM kwargs of Matrix)."""
     from nncift.embed import Embedder
 
-    sys.path.insert(0, str(ROOT / "benches"))
-    from reproduce.config import FULL
-    from reproduce.labels import _small_items
-
-    with np.load(DATA, allow_pickle=False) as z:
-        delift, less, selectit = (
-            np.asarray(z[k], np.float64) for k in ("delift", "less", "selectit")
-        )
-        meta = json.loads(str(z["meta"]))
-    pool, tgt, _ = _small_items(FULL)
     emb = Embedder(progress=False, cache_dir=args.cache)
     pe, te = emb.embed(pool.texts), emb.embed(tgt.texts)
     minilm = {"row_minilm": pe, "col_minilm": te, "features": args.features}
@@ -121,47 +113,162 @@ def real_matrices(args: argparse.Namespace) -> list[Matrix]:
             pe, te = np.hstack([pe, pl]), np.hstack([te, tl])
         else:
             pe, te = pl, tl
-    m, n = delift.shape
-    lengths = _delift_lengths(pool, tgt, args.cache)
+    return pe, te, pl, tl, minilm
 
-    def c_delift(d: Any) -> float:
-        return float(design_cost(d, "delift", lengths=lengths).tokens or 0)
 
-    less_cfg = meta["less"]["spec"]["config"]
-    ckpt = int(less_cfg["epochs"])
-    warm = int(np.ceil(less_cfg["warmup_fraction"] * m)) * int(less_cfg["epochs"])
+def _function_matrices(
+    args: argparse.Namespace,
+    name: str,
+    pool: Any,
+    tgt: Any,
+    values: dict[str, np.ndarray],
+    configs: dict[str, dict[str, Any]],
+    stored_delift_cost: dict[str, Any] | None = None,
+) -> list[Matrix]:
+    """Matrices of one data set: `values` has delift (M_d x N), less (M_l x N), selectit
+    (M_s,); each function's pool is the first M rows of `pool` (the mixed set's DELIFT pool
+    is the first 300 of its 1,000 items), with the costs of the stored run's settings."""
+    from nncift.designs import design_cost, full_design
 
-    def c_less(d: Any) -> float:
-        return float(design_cost(d, "less", checkpoints=ckpt, warmup_passes=warm).variable_passes)
+    pe_all, te, pl_all, tl, minilm_all = _features(args, pool, tgt)
+    out: list[Matrix] = []
 
-    n_prompts = len(meta["selectit"]["spec"]["config"]["prompts"])
+    def rows(x: np.ndarray | None, m: int) -> np.ndarray | None:
+        return None if x is None else x[:m]
 
-    def c_sel(d: Any) -> float:
-        return float(design_cost(d, "selectit", passes_per_item=n_prompts).passes)
+    def kw(m: int) -> dict[str, Any]:
+        return {"row_minilm": minilm_all["row_minilm"][:m], "col_minilm": minilm_all["col_minilm"],
+                "features": args.features}  # fmt: skip
 
-    full_d = full_design(m, n)
-    full_tokens = c_delift(full_d)
-    rec = meta["delift"]["cost_total"]
-    info = {"stored_tokens": rec["tokens"], "stored_passes": rec["lm_passes"],
+    if "delift" in values:
+        delift = values["delift"]
+        m, n = delift.shape
+        lengths = _delift_lengths(pool.subset(range(m)), tgt, args.cache)
+
+        def c_delift(d: Any) -> float:
+            return float(design_cost(d, "delift", lengths=lengths).tokens or 0)
+
+        full_d = full_design(m, n)
+        full_tokens = c_delift(full_d)
+        info: dict[str, Any] = {
             "model_tokens": full_tokens,
-            "model_passes": design_cost(full_d, "delift", lengths=lengths).passes}  # fmt: skip
-    if pl is not None:
-        # RDS+ features cost one LM forward per pool item and target; in DELIFT's units about
-        # an example prefix per item plus a query per target (the same texts, one pass each).
-        feat_tokens = int(lengths.example.sum() + lengths.query.sum())
-        info["lm_features"] = {
-            "passes": m + n, "share_of_full_passes": (m + n) / info["model_passes"],
-            "tokens_approx": feat_tokens, "share_of_full_tokens": feat_tokens / full_tokens,
-        }  # fmt: skip
-    return [
-        Matrix("chatterbot_140x70", "delift", delift, c_delift, full_tokens, "tokens", pe, te,
-               pl, tl, info, **minilm),
-        Matrix("chatterbot_140x70", "less", less, c_less, c_less(full_d),
-               "gradient passes beyond the warm-up", pe, te, pl, tl,
-               {"warmup_passes": warm, "checkpoints": ckpt}, **minilm),
-        Matrix("chatterbot_140x70", "selectit", selectit, c_sel, c_sel(full_design(m, None)),
-               "passes", pe, None, pl, None, **minilm),
-    ]  # fmt: skip
+            "model_passes": design_cost(full_d, "delift", lengths=lengths).passes,
+        }
+        if stored_delift_cost is not None:
+            info["stored_tokens"] = stored_delift_cost.get("tokens")
+            info["stored_passes"] = stored_delift_cost.get("lm_passes")
+        if pl_all is not None:
+            # RDS+ features cost one LM forward per pool item and target; in DELIFT's units
+            # about an example prefix per item plus a query per target (the same texts).
+            feat_tokens = int(lengths.example.sum() + lengths.query.sum())
+            info["lm_features"] = {
+                "passes": m + n, "share_of_full_passes": (m + n) / info["model_passes"],
+                "tokens_approx": feat_tokens, "share_of_full_tokens": feat_tokens / full_tokens,
+            }  # fmt: skip
+        out.append(Matrix(f"{name}_{m}x{n}", "delift", delift, c_delift, full_tokens, "tokens",
+                          pe_all[:m], te, rows(pl_all, m), tl, info, **kw(m)))  # fmt: skip
+    if "less" in values:
+        less = values["less"]
+        m, n = less.shape
+        less_cfg = configs["less"]
+        ckpt = int(less_cfg["epochs"])
+        warm = int(np.ceil(less_cfg["warmup_fraction"] * m)) * int(less_cfg["epochs"])
+
+        def c_less(d: Any) -> float:
+            return float(
+                design_cost(d, "less", checkpoints=ckpt, warmup_passes=warm).variable_passes
+            )
+
+        out.append(Matrix(f"{name}_{m}x{n}", "less", less, c_less, c_less(full_design(m, n)),
+                          "gradient passes beyond the warm-up", pe_all[:m], te, rows(pl_all, m),
+                          tl, {"warmup_passes": warm, "checkpoints": ckpt}, **kw(m)))  # fmt: skip
+    if "selectit" in values:
+        sel = values["selectit"]
+        m = sel.shape[0]
+        n_prompts = len(configs["selectit"]["prompts"])
+
+        def c_sel(d: Any) -> float:
+            return float(design_cost(d, "selectit", passes_per_item=n_prompts).passes)
+
+        out.append(Matrix(f"{name}_{m}", "selectit", sel, c_sel, c_sel(full_design(m, None)),
+                          "passes", pe_all[:m], None, rows(pl_all, m), None, **kw(m)))  # fmt: skip
+    return out
+
+
+def chatterbot_matrices(args: argparse.Namespace) -> list[Matrix]:
+    """The stored 140 x 70 chatterbot matrices (benches/data/chatterbot_labels_140x70.npz)."""
+    sys.path.insert(0, str(ROOT / "benches"))
+    from reproduce.config import FULL
+    from reproduce.labels import _small_items
+
+    with np.load(DATA, allow_pickle=False) as z:
+        values = {k: np.asarray(z[k], np.float64) for k in ("delift", "less", "selectit")}
+        meta = json.loads(str(z["meta"]))
+    pool, tgt, _ = _small_items(FULL)
+    configs = {k: meta[k]["spec"]["config"] for k in ("less", "selectit")}
+    return _function_matrices(args, "chatterbot", pool, tgt, values, configs,
+                              stored_delift_cost=meta["delift"]["cost_total"])  # fmt: skip
+
+
+def _label_folder(path: Path) -> tuple[np.ndarray, dict[str, Any]] | None:
+    """A finished label folder as a dense array (rows x cols, or rows), else None."""
+    from nncift.errors import InputError
+    from nncift.influence.store import load_labels
+
+    try:
+        labels, rows, cols, manifest = load_labels(path)
+    except InputError:
+        return None
+    if cols is None:
+        dense = np.empty(int(rows.max()) + 1)
+        dense[rows] = labels
+    else:
+        dense = np.empty((int(rows.max()) + 1, int(cols.max()) + 1))
+        dense[np.ix_(rows, cols)] = labels
+    return dense, manifest
+
+
+def mixed_matrices(args: argparse.Namespace) -> list[Matrix]:
+    """The mixed ShareGPT / IFBench / chatterbot matrices of benches/build_matrix.py that are
+    finished: DELIFT 300 x 100, LESS 1,000 x 100, SelectIT 1,000 (inputs rebuilt from the data
+    packages and checked against the stored hashes by the label store's fingerprint)."""
+    from nncift.data import items_from_records
+    from nncift.influence.store import items_digest
+
+    sys.path.insert(0, str(ROOT / "benches"))
+    from build_matrix import OUTS, build_inputs
+
+    values: dict[str, np.ndarray] = {}
+    configs: dict[str, dict[str, Any]] = {}
+    cost: dict[str, Any] | None = None
+    for fn, folder in OUTS.items():
+        got = _label_folder(folder)
+        if got is None:
+            print(f"{folder.relative_to(ROOT)}: not finished, skipped", file=sys.stderr)
+            continue
+        values[fn], manifest = got
+        configs[fn] = manifest["spec"]["config"]
+        if fn == "delift":
+            cost = manifest.get("cost_total")
+    if not values:
+        return []
+    pool_recs, tgt_recs = build_inputs(320, large=True)
+    pool = items_from_records(pool_recs, source="mixed")
+    tgt = items_from_records(tgt_recs, source="mixed-targets")
+    for fn, v in values.items():  # the rebuilt texts must be the ones labelled
+        spec = _label_folder(OUTS[fn])[1]["spec"]  # type: ignore[index]
+        if items_digest(pool.subset(range(v.shape[0]))) != spec["pool"] or (
+            spec.get("targets") and items_digest(tgt) != spec["targets"]
+        ):
+            raise SystemExit(f"{OUTS[fn]}: labelled on other texts than build_matrix.py builds")
+    return _function_matrices(args, "mixed", pool, tgt, values, configs, stored_delift_cost=cost)
+
+
+def real_matrices(args: argparse.Namespace) -> list[Matrix]:
+    out: list[Matrix] = []
+    for name in args.matrices.split(","):
+        out += {"chatterbot": chatterbot_matrices, "mixed": mixed_matrices}[name](args)
+    return out
 
 
 def synthetic_matrices(seed: int = 0, m: int = 40, n: int = 20) -> list[Matrix]:
@@ -737,6 +844,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--features", choices=("minilm", "lm", "both"), default="minilm")
     p.add_argument("--synthetic", action="store_true", help="a tiny planted matrix (no LM)")
     p.add_argument("--fractions", default=",".join(map(str, FRACTIONS)))
+    p.add_argument("--matrices", default="chatterbot,mixed",
+                   help="comma list of chatterbot (140 x 70) and mixed (benches/build_matrix.py; "
+                        "the finished ones)")  # fmt: skip
     p.add_argument("--cache", default=None, help="nncift cache folder (default NNCIFT_CACHE)")
     p.add_argument("--out", default=str(ROOT / "docs"))
     p.add_argument("--no-network", action="store_true")
@@ -844,8 +954,10 @@ Costs: `--label-budget P%` is a share of labelling every pair, counted as the be
 counts it for DELIFT (tokens: an example prefix is paid once per pool item and costs several
 pairs' tokens, `nncift.designs.design_cost`, with the run's own tokenizer and cuts) and in LM
 passes for LESS and SelectIT (and for DELIFT on Ray, where the driver holds no tokenizer).
-`N` is pairs (items for selectit), `Nitems` distinct pool items; LM seconds are not a unit
-(`--dry-run` prices a design in seconds on this machine).
+`N` is pairs (items for selectit), `Nitems` distinct pool items; LM time (`--label-budget
+20min`) is priced into the share it buys on this machine (`nncift.plan.seconds_to_share`: the
+run's own passes over every pair, timed with the cached LM probe that `--dry-run` uses; LESS's
+warm-up comes off first), and the manifest records the price next to the seconds spent.
 """
 
 LM_NOTES = """## What this run adds

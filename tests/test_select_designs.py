@@ -144,7 +144,8 @@ def test_refusals_name_the_alternatives_and_minimums(
         (["--method", "delift-se", "--design", "random"],
          "choose from block, spread, landmark, active"),
         (["--method", "delift-se", "--label-budget", "0.02"], "is not understood; use N"),
-        (["--method", "delift-se", "--label-budget", "600s"], "not a budget unit"),
+        (["--method", "delift-se", "--label-budget", "600s"], "runs no LM, so LM time means"),
+        (["--method", "delift-se", "--label-budget", "10days"], "is not understood; use N"),
         (["--method", "delift-se", "--label-budget", "2%"], "costs no LM passes"),
         (["--method", "delift-se", "--u", "0.1", "--label-budget", "50"], "give one of them"),
         (["--method", "delift-se", "--u", "0.1", "--design", "spread"], "sized by --label-budget"),
@@ -301,6 +302,51 @@ def test_dry_run_prices_a_design(
     assert code == 0, output
     assert "active design" in output and "then up to 3 rounds to the budget (2%" in output
     assert not (tmp_path / "never.jsonl").exists()
+
+
+def test_time_budget_buys_the_share_the_probe_prices(
+    files: tuple[Path, Path, Path], tiny_lm_dir: Path, tmp_path: Path
+) -> None:
+    """--label-budget in LM time: priced into a share of every pair's LM cost with the run's
+    own function and the machine's LM probe (probed once, then cached), recorded in the
+    manifest; twice the time buys twice the share; --dry-run prices it the same way."""
+    _, _, small = files
+    cache = tmp_path / "c"
+    base = ["select", "--pool", str(small), "--method", "selectit", "--lm", str(tiny_lm_dir),
+            "--budget", "5", "--cache-dir", str(cache)]  # fmt: skip
+    priced = []
+    for budget in ("2s", "4s"):
+        out = tmp_path / f"t{budget}.jsonl"
+        code, output = run(*base, "--label-budget", budget, "--out", str(out))
+        assert code == 0, output
+        d = manifest_of(out)["results"]["valuation"]["designs"]["points"]
+        lb = d["label_budget"]
+        assert lb["text"] == budget and lb["unit"] == "share"
+        p = lb["priced"]
+        assert p["seconds"] == float(budget[:-1]) and p["full_matrix_seconds"] > 0
+        assert lb["amount"] == pytest.approx(min(1.0, p["seconds"] / p["full_matrix_seconds"]))
+        assert 0 < d["budget_used"] <= lb["amount"] + 1e-9
+        priced.append(p)
+    # One probe of this machine, reused: the same full-matrix price both times.
+    assert priced[0]["full_matrix_seconds"] == priced[1]["full_matrix_seconds"]
+    assert priced[0]["probe_measured_at"] == priced[1]["probe_measured_at"]
+    code, output = run(*base, "--label-budget", "2s", "--out", str(tmp_path / "n.jsonl"),
+                       "--dry-run")  # fmt: skip
+    assert code == 0 and "label_points" in output, output
+    assert not (tmp_path / "n.jsonl").exists()
+    # DELIFT and LESS price their own passes (LESS: its warm-up comes off the budget first).
+    pool, target, _ = files
+    for method, budget in (("delift", "3s"), ("less", "1h")):
+        code, output = run("select", "--pool", str(small), "--target", str(target), "--method",
+                           method, "--lm", str(tiny_lm_dir), "--budget", "5", "--cache-dir",
+                           str(cache), "--label-budget", budget, "--out",
+                           str(tmp_path / "n.jsonl"), "--dry-run")  # fmt: skip
+        assert code == 0 and "label_pairwise" in output, (method, output)
+    code, output = run("select", "--pool", str(small), "--target", str(target), "--method",
+                       "less", "--lm", str(tiny_lm_dir), "--budget", "5", "--cache-dir",
+                       str(cache), "--label-budget", "0.001s", "--out", str(tmp_path / "n.jsonl"),
+                       "--dry-run")  # fmt: skip
+    assert code != 0 and "does not cover LESS's warm-up" in output, output
 
 
 def test_active_run_killed_between_rounds_resumes(

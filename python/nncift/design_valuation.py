@@ -28,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -76,10 +76,12 @@ def resolve_design(options: Any) -> DesignChoice:
     as many pairs as the u-block). The estimator: `network` on the paper's u-block, else
     `auto`, unless given.
     """
-    from nncift.designs import DESIGNS_FOR, check_design, parse_label_budget
+    from nncift.designs import DESIGNS_FOR, check_design, check_time_budget, parse_label_budget
 
     method = options.method
     budget = None if options.label_budget is None else parse_label_budget(options.label_budget)
+    if budget is not None:
+        check_time_budget(budget, method)
     design = options.design
     if design is None:
         design = "block" if budget is None else DESIGNS_FOR[method][0]
@@ -145,6 +147,8 @@ class DesignStages:
     #: token lengths, by the same key (set by Valuer).
     _design_functions: dict[int, Any]
     _lengths_cache: dict[int, Any]
+    #: Time budgets priced into shares (`_time_budget_as_share`), by the same key.
+    _priced_budgets: dict[int, Any]
 
     # The paper path's stages, defined by Valuer.
     def _label_function(self, targets: Any, target_emb: Any) -> Any:
@@ -212,6 +216,7 @@ class DesignStages:
 
         m = len(self.pool)
         folder = self.run_dir / f"labels-{name}"
+        choice, priced = self._time_budget_as_share(choice, targets, n_cols)
         if choice.u_block:
             # The paper's block, labelled exactly as the paper's path labels it (same folder).
             rows, cols = self._rows_cols(m, n_cols, square=square)
@@ -236,6 +241,8 @@ class DesignStages:
                 )  # fmt: skip
                 values = self._label_pairs(folder, targets, design, rec)
             record = self._design_record(design, choice, rec, targets)
+            if priced is not None:
+                record["label_budget"]["priced"] = priced
             rec.update(record)
         return design, values, record
 
@@ -343,6 +350,50 @@ class DesignStages:
         rec["rounds"] = rounds_rec
         info = {**design.info, "rounds": len(rounds_rec) - 1}
         return Design("active", design.rows, design.cols, m, n_cols, info), values
+
+    def _time_budget_as_share(
+        self, choice: DesignChoice, targets: tuple[Any, Any], n_cols: int | None
+    ) -> tuple[DesignChoice, dict[str, Any] | None]:
+        """A budget in LM seconds -> the share of the full matrix's LM cost it buys on this
+        machine (`nncift.plan.seconds_to_share`, priced with the run's own function and the
+        cached LM probe, probing the loaded LM once when nothing is cached), with the record
+        of the conversion; other budgets unchanged."""
+        from nncift.plan import seconds_to_share
+
+        budget = choice.budget
+        if budget is None or budget.unit != "seconds":
+            return choice, None
+        key = id(targets[0])
+        done = self._priced_budgets.get(key)
+        if done is None:
+            if self.ray is not None:
+                raise InputError(
+                    f"--label-budget {budget.text!r}: LM time is priced with this machine's LM "
+                    "probe, not the Ray workers'; with --ray give a share (e.g. 2%) instead"
+                )
+            with contextlib.ExitStack() as stack:
+                fn = self._function_for(targets, stack)
+                throughput = self._throughput_for(fn)
+                m = len(self.pool)
+                done = seconds_to_share(budget, fn, self.opt.method, m, n_cols, throughput)
+            self._priced_budgets[key] = done
+        share, record = done
+        return replace(choice, budget=share), record
+
+    def _throughput_for(self, fn: Any) -> Any:
+        """The LM probe of this machine (`nncift.lm_probe`, cached), probing the run's loaded
+        LM when nothing is cached."""
+        from nncift import lm_probe
+
+        lm = fn.lm if hasattr(fn, "lm") else fn.lms[0]
+        less = None
+        if self.opt.method == "less":
+            less = (lm_probe.less_settings_key(fn), lambda _lm: fn)
+        throughput, _, _ = lm_probe.get_throughput(
+            self.run_dir.parents[1], lm=self.opt.lm, device=self.opt.device,
+            dtype=self.opt.dtype, max_length=self.opt.max_length, less=less, model=lm,
+        )  # fmt: skip
+        return throughput
 
     def _function_for(self, targets: tuple[Any, Any], stack: contextlib.ExitStack) -> Any:
         """The influence function of this kernel, built once for every design round (None

@@ -434,12 +434,15 @@ def items_for_budget(budget: float, cost: CostFn, make: Callable[[int], Design],
 # ------------------------------------------------------------------------- label budgets
 
 #: Units of `--label-budget`: pairs labelled (items for pointwise methods), distinct pool
-#: items labelled, or a share of the full matrix's LM passes.
-BUDGET_UNITS = ("pairs", "items", "share")
+#: items labelled, a share of the full matrix's LM passes, or LM seconds on this machine
+#: (`nncift select` turns seconds into the share they buy, `nncift.plan.seconds_to_share`).
+BUDGET_UNITS = ("pairs", "items", "share", "seconds")
 BUDGET_GRAMMAR = (
-    "N (pairs labelled; items for selectit), Nitems (distinct pool items labelled) or P% "
-    "(a share of the LM passes of labelling every pair, 0 < P <= 100); e.g. 5000, 300items, 2%"
+    "N (pairs labelled; items for selectit), Nitems (distinct pool items labelled), P% "
+    "(a share of the LM passes of labelling every pair, 0 < P <= 100) or LM time on this "
+    "machine as Ns, Nmin or Nh; e.g. 5000, 300items, 2%, 20min"
 )
+_TIME_UNITS = {"s": 1.0, "sec": 1.0, "min": 60.0, "h": 3600.0}
 
 
 @dataclass(frozen=True)
@@ -456,7 +459,8 @@ class LabelBudget:
 
 
 def parse_label_budget(text: str) -> LabelBudget:
-    """`5000` -> pairs, `300items` (or `300 items`) -> items, `2%` -> share 0.02.
+    """`5000` -> pairs, `300items` (or `300 items`) -> items, `2%` -> share 0.02, `90s` /
+    `20min` / `1.5h` -> seconds of LM time (priced into a share by the run).
 
     Anything else is refused, naming the grammar: a bare fraction like 0.02 could mean a
     share of the pairs, of the items or of the LM cost, so it is not accepted."""
@@ -476,13 +480,22 @@ def parse_label_budget(text: str) -> LabelBudget:
         if not 0 < pct <= 100:
             raise InputError(f"--label-budget {text!r}: a share must be in (0%, 100%]")
         return LabelBudget(pct / 100.0, "share", str(text))
-    if re.fullmatch(r"\d+(\.\d*)?s", t):
-        raise InputError(
-            f"--label-budget {text!r}: LM seconds are not a budget unit (the time of a pass "
-            "depends on the machine and its load); give a share of the LM passes instead, "
-            f"and price it with --dry-run. Use {BUDGET_GRAMMAR}"
-        )
+    m = re.fullmatch(r"(\d+(?:\.\d*)?|\.\d+)(s|sec|min|h)", t)
+    if m:
+        seconds = float(m.group(1)) * _TIME_UNITS[m.group(2)]
+        if seconds <= 0:
+            raise InputError(f"--label-budget {text!r}: LM time must be positive")
+        return LabelBudget(seconds, "seconds", str(text))
     raise InputError(f"--label-budget {text!r} is not understood; use {BUDGET_GRAMMAR}")
+
+
+def check_time_budget(budget: LabelBudget, method: str) -> None:
+    """Refuse LM time as the budget of a method that runs no LM."""
+    if budget.unit == "seconds" and method not in ("delift", "less", "selectit"):
+        raise InputError(
+            f"--label-budget {budget.text!r}: {method} runs no LM, so LM time means nothing; "
+            "give pairs (e.g. 5000) or items (e.g. 300items)"
+        )
 
 
 def budget_cost(
@@ -496,6 +509,11 @@ def budget_cost(
     None: items): pairs, distinct pool items, or the design's share of the full matrix's LM
     cost (`design_cost`): tokens for DELIFT given its `lengths` (an example prefix costs
     several pairs' tokens), else LM passes (LESS's fixed warm-up left out)."""
+    if budget.unit == "seconds":
+        raise InputError(
+            f"--label-budget {budget.text!r}: LM time is turned into a share of the LM cost "
+            "with the run's own LM (nncift select); here give a share (e.g. 2%), pairs or items"
+        )
     if budget.unit == "pairs":
         return lambda d: float(len(d))
     if budget.unit == "items":
@@ -786,6 +804,7 @@ __all__ = [
     "landmark_for_budget",
     "make_design",
     "parse_label_budget",
+    "check_time_budget",
     "random_items",
     "spread",
     "spread_for_budget",

@@ -338,6 +338,7 @@ def get_throughput(
     dtype: str | None,
     max_length: int,
     less: tuple[dict[str, Any], Callable[[Any], Any]] | None = None,
+    model: Any = None,
 ) -> tuple[Throughput, Any, bool]:
     """The cached probe result for this LM and machine, probing (and caching) what is missing.
 
@@ -354,7 +355,10 @@ def get_throughput(
     less_key = _digest(less[0]) if less is not None else None
     if result is not None and (less_key is None or less_key in result.less):
         return result, None, True
-    model, load_seconds = load_timed(lm, device, dtype, max_length)
+    if model is None:
+        model, load_seconds = load_timed(lm, device, dtype, max_length)
+    else:
+        load_seconds = 0.0
     t0 = time.perf_counter()
     if result is None:
         result = Throughput(

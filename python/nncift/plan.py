@@ -268,6 +268,60 @@ def less_work(fn: Any, rows: np.ndarray, cols: np.ndarray) -> LMWork:
     return work
 
 
+#: Pool rows priced exactly when a time budget is turned into a share (the rest scale).
+SECONDS_SAMPLE_ROWS = 256
+
+
+def seconds_to_share(
+    budget: Any, fn: Any, method: str, n_rows: int, n_cols: int | None, throughput: Any
+) -> tuple[Any, dict[str, Any]]:
+    """A `--label-budget` in LM seconds -> the `LabelBudget` share of labelling every pair it
+    buys on this machine, and the record of the conversion.
+
+    The full matrix is priced as `--dry-run` prices it: the passes of `fn` (the run's own
+    function: tokenizer, cuts, batching) over all pairs, timed with `throughput` (the cached
+    LM probe, `nncift.lm_probe`). DELIFT and SelectIT price a seeded sample of at most
+    `SECONDS_SAMPLE_ROWS` pool rows and scale it; LESS's fixed warm-up and setup come off the
+    budget first, because its share counts only the passes beyond the warm-up."""
+    from nncift import designs
+    from nncift.errors import InputError
+
+    designs.check_time_budget(budget, method)
+    rng = np.random.default_rng(0)
+    k = min(n_rows, SECONDS_SAMPLE_ROWS)
+    sample = np.sort(rng.choice(n_rows, size=k, replace=False))
+    scale = n_rows / max(k, 1)
+    fixed = 0.0
+    if method == "delift":
+        assert n_cols is not None
+        full = delift_work(fn, sample, np.arange(n_cols)).seconds(throughput) * scale
+    elif method == "selectit":
+        full = selectit_work(fn, sample).seconds(throughput) * scale
+    else:
+        assert n_cols is not None
+        probe = throughput.less.get(lm_probe_digest(fn))
+        if probe is None:
+            raise InputError("the LM probe has no LESS timings for these settings")
+        everything = less_work(fn, np.arange(n_rows), np.arange(n_cols)).seconds(throughput, probe)
+        fixed = less_work(fn, np.arange(0), np.arange(0)).seconds(throughput, probe)
+        full = everything - fixed
+    if budget.amount <= fixed:
+        raise InputError(
+            f"--label-budget {budget.text!r} does not cover LESS's warm-up and setup on this "
+            f"machine (~{fixed:,.0f} s); give at least {fixed * 1.05 + 1:,.0f}s"
+        )
+    share = min(1.0, (budget.amount - fixed) / max(full, 1e-9))
+    record = {
+        "seconds": budget.amount,
+        "fixed_seconds": round(fixed, 3),
+        "full_matrix_seconds": round(full + fixed, 3),
+        "share": share,
+        "forward_tokens_per_second": round(throughput.forward.tokens_per_second(), 1),
+        "probe_measured_at": throughput.measured_at,
+    }
+    return designs.LabelBudget(share, "share", budget.text), record
+
+
 def _grad_dim(fn: Any) -> int:
     """LoRA parameters LESS would attach: r * (in + out) per matched Linear layer."""
     import torch
@@ -287,9 +341,16 @@ class _PlanValuer(Valuer):
     """A `Valuer` that runs `value`'s checks and records the labelled blocks instead of
     computing them. `lm` stands in for the LM the run would load."""
 
-    def __init__(self, *args: Any, lm: Any = None, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, lm: Any = None, throughput: Any = None, cache: Path | None = None,
+        **kwargs: Any,
+    ) -> None:  # fmt: skip
         super().__init__(*args, **kwargs)
         self._lm = lm
+        #: The LM probe (given, or probed on demand to price a time budget) and its cache.
+        self.throughput = throughput
+        self.probe_cached = throughput is not None
+        self.cache = cache
         self.blocks: list[tuple[str, np.ndarray, np.ndarray | None, Items | None]] = []
         #: (name, rows, cols, targets, DesignChoice, sparse) of a run with a design.
         self.designs: list[tuple[str, np.ndarray, np.ndarray | None, Items | None, Any, bool]] = []
@@ -318,6 +379,24 @@ class _PlanValuer(Valuer):
         """The influence function exactly as the run builds it (on the stand-in LM)."""
         return self._function(targets, None)
 
+    def _function_for(self, targets: tuple[Any, Any], stack: Any) -> Any:
+        return self.function(targets[0])
+
+    def _throughput_for(self, fn: Any) -> Any:
+        """The probe the plan prices with: probed (loading the LM) when not given or cached."""
+        from nncift import lm_probe
+        from nncift.embed import default_cache_dir
+
+        if self.throughput is None:
+            less = None
+            if self.opt.method == "less":
+                less = (lm_probe.less_settings_key(fn), _less_builder(self))
+            self.throughput, _, self.probe_cached = lm_probe.get_throughput(
+                self.cache or default_cache_dir(), lm=self.opt.lm, device=self.opt.device,
+                dtype=self.opt.dtype, max_length=self.opt.max_length, less=less,
+            )  # fmt: skip
+        return self.throughput
+
     def _with_design(self, objective: str, choice: Any) -> Valuation:
         """Record the designs the run would label (active: its start design)."""
         from nncift.designs import initial_active, make_design
@@ -335,6 +414,7 @@ class _PlanValuer(Valuer):
                 needed.append(("pairwise", len(self.target), False, self.target))
         m = len(self.pool)
         for name, n_cols, square, targets in needed:
+            choice, _ = self._time_budget_as_share(choice, (targets, None), n_cols)
             if choice.u_block:
                 rows, cols = self._rows_cols(m, n_cols, square=square)
                 self.designs.append((name, rows, cols, targets, choice, False))
@@ -350,8 +430,9 @@ class _PlanValuer(Valuer):
 
 
 def check_valuation(
-    pool: Items, target: Items | None, options: ValuationOptions, objective: str, lm: Any = None
-) -> _PlanValuer:
+    pool: Items, target: Items | None, options: ValuationOptions, objective: str, lm: Any = None,
+    throughput: Any = None, cache: Path | None = None,
+) -> _PlanValuer:  # fmt: skip
     """Run the run's checks (sizes, method and objective, target set); return the valuer
     with the labelled blocks it would compute in `.blocks`."""
     from nncift.manifest import Manifest
@@ -360,6 +441,7 @@ def check_valuation(
         valuer = _PlanValuer(
             pool, target, None, None, options,  # type: ignore[arg-type]
             run_dir=Path(tmp) / "run", manifest=Manifest(command="plan"), progress=False, lm=lm,
+            throughput=throughput, cache=cache,
         )  # fmt: skip
         valuer.value(objective)
     return valuer
@@ -414,14 +496,22 @@ def plan_valuation(
     method = options.method
     uses_lm = method in LM_METHODS
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    # The run checks sizes, method, objective and target set before it loads an LM.
-    valuer = check_valuation(pool, target, options, objective)
-    probe_cached = throughput is not None
-    if uses_lm:
+
+    def shell() -> Any:
         # The passes are laid out with the LM's tokenizer and configuration alone.
-        valuer._lm = lm or lm_probe.lm_shell(
+        return lm or lm_probe.lm_shell(
             options.lm, device=options.device, dtype=options.dtype, max_length=options.max_length
         )
+
+    # The run checks sizes, method, objective and target set before it loads an LM; a time
+    # budget needs the LM's function during the checks (to price the design).
+    valuer = check_valuation(pool, target, options, objective, throughput=throughput, cache=cache,
+                             lm=shell() if uses_lm and _time_budget(options) else lm)  # fmt: skip
+    if uses_lm and valuer._lm is None:
+        valuer._lm = shell()
+    # A time budget was priced with the probe during the checks (probing it if need be).
+    throughput = valuer.throughput
+    probe_cached = valuer.probe_cached
     if uses_lm and throughput is None:
         less = None
         if method == "less":
@@ -489,6 +579,17 @@ def plan_valuation(
     if uses_lm and throughput is not None and throughput.key:
         probe_file = lm_probe.probe_path(cache, throughput.key)
     return ValuationPlan(plans, throughput, probe_cached, probe_file)
+
+
+def _time_budget(options: ValuationOptions) -> bool:
+    from nncift.designs import parse_label_budget
+    from nncift.errors import InputError
+
+    try:
+        text = options.label_budget
+        return text is not None and parse_label_budget(text).unit == "seconds"
+    except InputError:  # refused by the checks, with the grammar
+        return False
 
 
 def _design_plan(

@@ -289,6 +289,7 @@ class Valuer(DesignStages):
         self._lm: Any = None
         self._design_functions: dict[int, Any] = {}
         self._lengths_cache: dict[int, Any] = {}
+        self._priced_budgets: dict[int, Any] = {}
 
     # ---------------------------------------------------------------- helpers
 

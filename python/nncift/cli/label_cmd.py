@@ -73,7 +73,8 @@ def _parse_settings(pairs: tuple[str, ...]) -> dict[str, Any]:
     default=None,
     metavar="N|Nitems|P%",
     help="How much the design labels: N pairs (items for selectit), Nitems distinct pool "
-    "items, or P% of the LM passes of labelling every pair (e.g. 5000, 300items, 2%).",
+    "items, or P% of the LM passes of labelling every pair (e.g. 5000, 300items, 2%); LM "
+    "time (20min) is priced by nncift select, not here.",
 )
 @click.option(
     "--all",

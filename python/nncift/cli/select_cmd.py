@@ -161,11 +161,12 @@ def default_design(
 @click.option(
     "--label-budget",
     default=None,
-    metavar="N|Nitems|P%",
+    metavar="N|Nitems|P%|TIME",
     help="How much to label, instead of --u: N pairs (items for selectit), Nitems distinct "
-    "pool items, or P% of the LM passes of labelling every pair (e.g. 5000, 300items, 2%). "
-    "A bare fraction is refused (ambiguous). Default with a --design other than block: 2% "
-    "(delift-se: 400 pairs).",
+    "pool items, P% of the LM passes of labelling every pair, or LM time on this machine "
+    "(Ns, Nmin, Nh: priced into the share it buys with the LM probe of --dry-run, recorded "
+    "in the manifest) (e.g. 5000, 300items, 2%, 20min). A bare fraction is refused "
+    "(ambiguous). Default with a --design other than block: 2% (delift-se: 400 pairs).",
 )
 @click.option(
     "--estimator",
