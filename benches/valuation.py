@@ -695,12 +695,65 @@ def targets(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
             rnd = c["random"][f"random_overlap_{b}"]
             v = best.get(f"selection_overlap_{b}") or 0.0
             out.append({
-                "target": f"{c['function']} at {c['cost_fraction']:.0%}, budget {b}%: selection "
-                          "overlap >= 1.5x random's",
+                "target": f"{c['function']} {c['matrix']} at {c['cost_fraction']:.0%}, budget "
+                          f"{b}%: selection overlap >= 1.5x random's",
                 "best": f"{best['design']} / {best['estimator']}", "value": v, "random": rnd,
                 "met": bool(v >= 1.5 * rnd),
             })  # fmt: skip
     return out
+
+
+#: What each data set is (the report's first paragraph).
+MATRIX_NOTES = {
+    "chatterbot": "`benches/data/chatterbot_labels_140x70.npz`: 140 chatterbot pool items x 70 "
+    "chatterbot targets",
+    "mixed": "`benches/build_matrix.py`, labels in `benches/data/*_mixed_*`: ShareGPT, IFBench "
+    "and chatterbot items cut to 320 characters, 100 targets of the three sources; DELIFT on "
+    "the first 300 pool items, LESS and SelectIT on all 1,000",
+}
+
+
+def summary_table(cells: list[dict[str, Any]]) -> str:
+    """Per matrix, function and cost: the best labelled row, the block's best, the paper's
+    (block / network-auto), the label-free rows and the oracle - what the defaults rest on."""
+
+    def best(rows: list[dict[str, Any]], key: str) -> dict[str, Any] | None:
+        rows = [r for r in rows if r.get(key) is not None]
+        return max(rows, key=lambda r: r[key]) if rows else None
+
+    def cell(r: dict[str, Any] | None, key: str, name: bool = True) -> str:
+        if r is None or r.get(key) is None:
+            return "-"
+        who = f"{r['design']} / {r['estimator']}: " if name else ""
+        sd = r.get(key + "_std")
+        return who + (f"{r[key]:.3f}" if not sd else f"{r[key]:.3f} ± {sd:.3f}")
+
+    out = [
+        "| matrix | function | cost | key | best labelled | block's best | paper (block / "
+        "network) | label-free MiniLM | label-free RDS+ | item-mean oracle |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for c in cells:
+        rows = c["results"]
+        labelled = [r for r in rows if r["design"] not in ("none", "oracle")]
+        key = "spearman_within_target" if c["function"] == "delift" else "selection_overlap_10"
+        label = "within-target ρ" if key == "spearman_within_target" else "overlap 10%"
+        blk = best([r for r in labelled if r["design"] in ("block", "random")], key)
+        paper = next((r for r in labelled if r["estimator"] == "network-auto"), None)
+        emb = next((r for r in rows if r["design"] == "none" and r["estimator"] == "embedding"),
+                   None)  # fmt: skip
+        rds = next((r for r in rows if r["design"] == "none" and r["estimator"] == "rds+"), None)
+        oracle = c["oracle_within_target"] if key == "spearman_within_target" else None
+        out.append(
+            f"| {c['matrix']} | {c['function']} | {c['cost_fraction']:.0%} | {label} | "
+            f"{cell(best(labelled, key), key)} | {cell(blk, key)} | {cell(paper, key, False)} | "
+            f"{cell(emb, key, False)} | {cell(rds, key, False)} | {fmt(oracle)} |"
+        )
+    rnd = {c["matrix"]: c["random"]["random_overlap_10"] for c in cells}
+    out.append("")
+    out.append("Overlap 10% of a random subset: " + ", ".join(
+        f"{k} {v:.3f}" for k, v in rnd.items()) + ".")  # fmt: skip
+    return "\n".join(out) + "\n"
 
 
 def fmt(x: Any, s: Any = None) -> str:
@@ -715,9 +768,13 @@ def write_doc(cells: list[dict[str, Any]], run: dict[str, Any], path: Path) -> N
         "",
         f"Written by `python benches/valuation.py` on {run['date']} ({run['seconds']:.0f} s; "
         f"load average at start {run['load_average'][0]:.2f} / {run['load_average'][1]:.2f} / "
-        f"{run['load_average'][2]:.2f} with other work running; seeds {run['seeds']}). "
-        "Data: the real SmolLM2 matrices of `benches/data/chatterbot_labels_140x70.npz` "
-        "(140 pool x 70 targets), features: "
+        f"{run['load_average'][2]:.2f}; seeds {run['seeds']}). "
+        "Data: real SmolLM2 matrices - "
+        + "; ".join(
+            f"{n} ({MATRIX_NOTES.get(n.split('_')[0], '')})"
+            for n in dict.fromkeys(c["matrix"] for c in cells)
+        )  # fmt: skip
+        + " - features: "
         + {
             "minilm": "MiniLM (`nncift.embed`)",
             "lm": "RDS+ (SmolLM2 hidden states, `nncift.lm_features`)",
@@ -727,9 +784,9 @@ def write_doc(cells: list[dict[str, Any]], run: dict[str, Any], path: Path) -> N
         "",
         "Costs: "
         + "; ".join(
-            f"{c['function']}: full = {c['full_cost']:.0f} {c['cost_unit']}"
+            f"{c['matrix']} {c['function']}: full = {c['full_cost']:.0f} {c['cost_unit']}"
             for c in cells
-            if c["cost_fraction"] == FRACTIONS[0]
+            if c["cost_fraction"] == cells[0]["cost_fraction"]
         )
         + ".",
         "",
@@ -751,6 +808,9 @@ def write_doc(cells: list[dict[str, Any]], run: dict[str, Any], path: Path) -> N
         "objective on exact values / the exact-value subset's. A random subset's expected "
         "overlap is k / M.",
         "",
+        "## Summary (computed from the cells below)",
+        "",
+        summary_table(cells),
         "## Targets (computed from the numbers below)",
         "",
         "| target | best | value | reference | met |",
@@ -764,7 +824,7 @@ def write_doc(cells: list[dict[str, Any]], run: dict[str, Any], path: Path) -> N
     for c in cells:
         lines += [
             "",
-            f"## {c['function']} at {c['cost_fraction']:.0%} of the full LM cost "
+            f"## {c['matrix']} {c['function']} at {c['cost_fraction']:.0%} of the full LM cost "
             f"({c['budget']:.0f} {c['cost_unit']})",
             "",
             f"Item-mean oracle within-target Spearman: {fmt(c['oracle_within_target'])}. "
@@ -819,16 +879,18 @@ def plot(cells: list[dict[str, Any]], path: Path) -> bool:
                 "none",
                 "oracle",
             ):
-                series.setdefault(f"{r['design']} / {r['estimator']}", []).append(
+                series.setdefault(f"{c['matrix']}: {r['design']} / {r['estimator']}", []).append(
                     (100 * c["cost_fraction"], r["spearman_within_target"] or 0.0)
                 )
     for name, pts in sorted(series.items()):
         xs, ys = zip(*pts, strict=True)
         ax.plot(xs, ys, marker="o", label=name)
-    ax.axhline(dl[0]["oracle_within_target"], color="k", ls="--", label="item-mean oracle")
+    for c in {c["matrix"]: c for c in dl}.values():
+        ax.axhline(c["oracle_within_target"], color="k", ls="--", lw=0.8,
+                   label=f"item-mean oracle ({c['matrix']})")  # fmt: skip
     ax.set_xlabel("LM cost, % of the full matrix (tokens)")
     ax.set_ylabel("within-target Spearman, unlabelled pairs")
-    ax.set_title("DELIFT chatterbot 140 x 70")
+    ax.set_title("DELIFT, real SmolLM2 matrices")
     ax.legend(fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
