@@ -771,8 +771,8 @@ def write_doc(cells: list[dict[str, Any]], run: dict[str, Any], path: Path) -> N
         f"{run['load_average'][2]:.2f}; seeds {run['seeds']}). "
         "Data: real SmolLM2 matrices - "
         + "; ".join(
-            f"{n} ({MATRIX_NOTES.get(n.split('_')[0], '')})"
-            for n in dict.fromkeys(c["matrix"] for c in cells)
+            f"{n} ({MATRIX_NOTES.get(n, '')})"
+            for n in dict.fromkeys(c["matrix"].split("_")[0] for c in cells)
         )  # fmt: skip
         + " - features: "
         + {
