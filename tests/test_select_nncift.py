@@ -155,6 +155,51 @@ def test_exact_flmi_with_target(files: tuple[Path, Path], tmp_path: Path) -> Non
     assert "train_data" not in m["stages"]
 
 
+def test_fl_target_labels_only_the_pool_x_target_kernel(
+    files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """--objective fl-target: facility location over the targets on K[pool, target] alone -
+    no pool x pool labels, network or kernel - and the same subset as nncift.select's fl with
+    the targets as the represented set; exact and NN-CIFT both; the embedding method too."""
+    from nncift.data import load_items
+    from nncift.embed import Embedder
+    from nncift.selection import select
+
+    pool, target = files
+    base = ["select", "--pool", str(pool), "--target", str(target), "--objective", "fl-target",
+            "--budget", "8", "--cache-dir", str(tmp_path / "c")]  # fmt: skip
+    out = tmp_path / "e.jsonl"
+    code, output = run(*base, "--method", "delift-se", "--exact", "--out", str(out))
+    assert code == 0, output
+    m = manifest_of(out)
+    assert m["options"]["objective_resolved"] == "fl-target"
+    assert "label_data" not in m["stages"] and m["stages"]["label_pairwise"]["cols"] == 40
+    # DELIFT (SE)'s exact pairwise labels are the embeddings' cosine: the same FL over targets.
+    emb = Embedder(progress=False, cache_dir=str(tmp_path / "c"))
+    pe = emb.embed(load_items(str(pool)).texts)
+    te = emb.embed(load_items(str(target)).texts)
+    items = load_items(str(pool))
+    got = [items.ids.index(json.loads(x)["nncift_id"]) for x in out.read_text().splitlines()]
+    cos = pe @ te.T
+    k01 = (cos - cos.min()) / (cos.max() - cos.min())
+    want = select("fl", budget=8, kernel=k01.astype(np.float32), random_state=0).indices
+    assert got == want.tolist()
+    out2 = tmp_path / "n.jsonl"
+    code, output = run(*base, "--method", "delift-se", "--u", "0.2", "--out", str(out2))
+    assert code == 0, output
+    stages = manifest_of(out2)["stages"]
+    assert not any(s.endswith("_data") for s in stages) and "label_pairwise" in stages
+    out3 = tmp_path / "m.jsonl"
+    code, output = run(*base, "--method", "embedding", "--out", str(out3))
+    assert code == 0, output
+    want = select("fl", budget=8, embeddings=pe, represented_embeddings=te, random_state=0)
+    got = [items.ids.index(json.loads(x)["nncift_id"]) for x in out3.read_text().splitlines()]
+    assert got == want.indices.tolist()
+    code, output = run("select", "--pool", str(pool), "--method", "delift-se", "--objective",
+                       "fl-target", "--budget", "5", "--out", str(tmp_path / "x.jsonl"))  # fmt: skip
+    assert code != 0 and "give --target" in output
+
+
 def test_errors_a_user_can_hit(files: tuple[Path, Path], tmp_path: Path) -> None:
     pool, target = files
     out = str(tmp_path / "x.jsonl")
@@ -192,6 +237,14 @@ def test_dry_run_plans_without_work(
     assert "12 x 4 (64 LM passes" in output
     assert "total: 232 LM passes" in output
     assert not out.exists()
+    # fl-target: the pool x target block alone.
+    code, output = run("select", "--pool", str(pool), "--target", str(target), "--method", "delift",
+                       "--lm", str(tiny_lm_dir), "--u", "0.1", "--budget", "0.1", "--out",
+                       str(out), "--cache-dir", str(tmp_path / "c"), "--dry-run", "--objective",
+                       "fl-target")  # fmt: skip
+    assert code == 0, output
+    assert "label_data" not in output and "12 x 4 (64 LM passes" in output
+    assert "total: 64 LM passes" in output
 
 
 def test_selectit_nncift_with_a_real_tiny_lm(

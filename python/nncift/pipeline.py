@@ -38,6 +38,7 @@ from nncift.select_options import (
     SelectOptions,
     valuation_options,
 )
+from nncift.valuation import TARGET_FL, TARGET_OBJECTIVES
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,8 @@ def resolve_objective(objective: str, method: str, has_target: bool) -> str:
             f"objective mix needs a score per pool item, which --method {method} "
             "does not give: use fl, or nncift.select('mix', ..., scores=...) in Python"
         )
+    if objective == TARGET_FL and not has_target:
+        raise InputError(f"objective {TARGET_FL} serves the target set: give --target")
     if objective != "auto":
         return objective
     if method in ("less", "selectit"):
@@ -198,7 +201,7 @@ def run_select(
 
     Args:
         pool: the items to select from (`D_F`).
-        target: the target set (`D_T`) for objectives that need one (flmi, flcg).
+        target: the target set (`D_T`) for objectives that need one (flmi, flcg, fl-target).
         out: output file (.jsonl/.json/.csv/.parquet); the manifest goes next to it.
         embeddings, target_embeddings: vectors the user brings
             (`nncift.provided_embeddings.load_provided_embeddings`, aligned with `pool` /
@@ -377,7 +380,7 @@ def _select(
             "embeddings" in inputs
             or ("kernel" in inputs and inputs["kernel"].shape[0] == inputs["kernel"].shape[1])
         )
-        if objective in PARTITIONABLE and square:
+        if objective in PARTITIONABLE and square and objective != TARGET_FL:
             extra = {
                 key: v
                 for key, v in options.selection.items()
@@ -391,7 +394,9 @@ def _select(
             return result
         rec["ray"] = f"selection ran on the driver: {objective} has no partition-and-merge"
         log.warning("--ray: %s is selected on this machine (no partition-and-merge)", objective)
-    return select(objective, budget=k, random_state=options.seed, **inputs, **options.selection)
+    # fl-target is facility location with the targets as the represented set.
+    name = "fl" if objective == TARGET_FL else objective
+    return select(name, budget=k, random_state=options.seed, **inputs, **options.selection)
 
 
 def plan_select(
@@ -497,18 +502,22 @@ def plan_select(
         d = 384 if embeddings is None else embeddings.vectors.shape[1]  # MiniLM's, by default
         if feature_dim is not None:
             d = feature_dim
-        n_q = len(target) if target is not None and objective in ("flmi", "flcg") else 0
+        n_q = len(target) if target is not None and objective in TARGET_OBJECTIVES else 0
         given = options.method not in COSINE_METHODS
         plan = estimate_selection(
-            len(pool), budget=k, d=d, objective=objective, n_queries=n_q, kernel_given=given,
+            len(pool), budget=k, d=d, objective="fl" if objective == TARGET_FL else objective,
+            n_queries=n_q, kernel_given=given,
         )  # fmt: skip
         held = ""
         if given and objective != "topk":
             # The predicted dense kernels are held in memory while the selection runs.
             m = len(pool)
-            kernels = 4 * m * m + 4 * m * n_q
+            square = 0 if objective == TARGET_FL else 4 * m * m
+            kernels = square + 4 * m * n_q
             plan = replace(plan, memory_bytes=plan.memory_bytes + kernels)
-            shapes = f"{m:,} x {m:,}" + (f" + {m:,} x {n_q:,}" if n_q else "")
+            shapes = " + ".join(
+                ([f"{m:,} x {m:,}"] if square else []) + ([f"{m:,} x {n_q:,}"] if n_q else [])
+            )
             held = f", including the predicted {shapes} float32 kernel{'s' if n_q else ''}"
         lines.append(f"  select           {plan}{held}")
         total_seconds += plan.seconds

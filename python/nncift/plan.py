@@ -25,7 +25,14 @@ from typing import Any
 import numpy as np
 
 from nncift.data import Items
-from nncift.valuation import LM_METHODS, Valuation, ValuationOptions, Valuer
+from nncift.valuation import (
+    LM_METHODS,
+    TARGET_FL,
+    TARGET_OBJECTIVES,
+    Valuation,
+    ValuationOptions,
+    Valuer,
+)
 
 #: Network training throughput (pairs x epochs per second) on 2 CPU cores.
 TRAIN_PAIRS_PER_SECOND = 2.0e5
@@ -360,8 +367,9 @@ class _PlanValuer(Valuer):
         self.blocks.append((name, rows, cols, targets))
 
     def _delift_family(self, objective: str) -> Valuation:
-        self._block("data", len(self.pool), True, None)
-        if objective in ("flmi", "flcg"):
+        if objective != TARGET_FL:
+            self._block("data", len(self.pool), True, None)
+        if objective in TARGET_OBJECTIVES:
             assert self.target is not None
             self._block("pairwise", len(self.target), False, self.target)
         return Valuation()
@@ -408,8 +416,9 @@ class _PlanValuer(Valuer):
             assert self.target is not None
             needed.append(("pairwise", len(self.target), False, self.target))
         else:
-            needed.append(("data", len(self.pool), True, None))
-            if objective in ("flmi", "flcg"):
+            if objective != TARGET_FL:
+                needed.append(("data", len(self.pool), True, None))
+            if objective in TARGET_OBJECTIVES:
                 assert self.target is not None
                 needed.append(("pairwise", len(self.target), False, self.target))
         m = len(self.pool)

@@ -19,7 +19,7 @@ from nncift.errors import InputError
 from nncift.manifest import Manifest
 from nncift.provided_embeddings import ProvidedEmbeddings, check_pair
 from nncift.select_options import FEATURES, SelectOptions, valuation_options
-from nncift.valuation import Valuer, label_key
+from nncift.valuation import TARGET_FL, TARGET_OBJECTIVES, Valuer, label_key
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def embedding_inputs(
 ) -> dict[str, Any]:
     """Selection inputs for the embedding and rds methods: cosine kernels built in Rust from
     L2-normalised vectors (sentence embeddings, or RDS+ features)."""
-    if objective in ("flmi", "flcg") and target_emb is None:
+    if objective in TARGET_OBJECTIVES and target_emb is None:
         raise InputError(f"objective {objective} needs a target set: give --target")
     if objective == "topk":
         if target_emb is None:
@@ -117,7 +117,9 @@ def embedding_inputs(
         # The cheap baseline of Ivison et al.: mean cosine similarity to the target set.
         return {"scores": (pool_emb @ target_emb.T).mean(axis=1).astype(np.float32)}
     kwargs: dict[str, Any] = {"embeddings": pool_emb}
-    if objective == "flmi":
+    if objective == TARGET_FL:
+        kwargs["represented_embeddings"] = target_emb
+    elif objective == "flmi":
         kwargs["query_embeddings"] = target_emb
     elif objective == "flcg":
         kwargs["private_embeddings"] = target_emb
@@ -318,8 +320,13 @@ def influence_inputs(objective: str, valuation: Any) -> dict[str, Any]:
     """Selection inputs from a valuation: kernels for the FL family, scores for top-k."""
     if objective == "topk":
         if valuation.scores is None:
-            raise InputError("this method gives a kernel, not scores: use fl, flmi or flcg")
+            raise InputError(
+                "this method gives a kernel, not scores: use fl, flmi, flcg or fl-target"
+            )
         return {"scores": valuation.scores}
+    if objective == TARGET_FL:
+        # Facility location over the targets: the pool x target kernel alone.
+        return {"kernel": valuation.query_kernel}
     if valuation.data_kernel is None:
         raise InputError(
             f"objective {objective} needs a kernel; this method gives scores: use topk"

@@ -9,6 +9,7 @@ What each method produces, and the selection rule that goes with it (method.md):
 | method | labels | network(s) | selection |
 |---|---|---|---|
 | delift, delift-se | K[pool, pool] (+ K[pool, target]) | data (+ pairwise) | fl, flmi, flcg |
+| delift, delift-se with fl-target | K[pool, target] only | pairwise | fl over the targets |
 | less | K[pool, target] | pairwise; value = mean over targets | top-k |
 | selectit | value per pool item | pointwise | top-k |
 
@@ -48,6 +49,13 @@ from nncift.manifest import Manifest
 log = logging.getLogger(__name__)
 
 LM_METHODS = ("delift", "less", "selectit")
+#: The pipeline's objective "facility location over the target set": f(A) = sum_t max_{j in A}
+#: K[j, t] on the pool x target kernel alone (`nncift.selection`'s fl with a separate
+#: represented set). Influence methods then label no pool x pool kernel: for a targeted run
+#: that is most of the LM cost (a 2,000-item pool and 40 targets: 4,000,000 pairs vs 80,000).
+TARGET_FL = "fl-target"
+#: Objectives that need --target.
+TARGET_OBJECTIVES = ("flmi", "flcg", TARGET_FL)
 INFLUENCE_METHODS = ("delift", "delift-se", "less", "selectit")
 #: Fewest labelled items per side the estimator needs (2 to train + 1 held out, rounded up
 #: to give the validation slice a chance): the minimum pool is ceil(MIN_LABELLED / u).
@@ -110,7 +118,7 @@ class Valuation:
     """Values ready for selection, in label units scaled to [0, 1] for kernels.
 
     data_kernel: (M, M) float32 K[candidate, represented] (delift family) or None.
-    query_kernel: (M, N) float32 K[pool, target] (flmi / flcg) or None.
+    query_kernel: (M, N) float32 K[pool, target] (flmi / flcg / fl-target) or None.
     scores: (M,) float32 (less, selectit) or None.
     info: label ranges, and under ``entries`` per block (data, pairwise, points) how many
     entries are true labels (the labelled block, used as computed) and how many predicted.
@@ -508,7 +516,7 @@ class Valuer(DesignStages):
             raise InputError("less scores pool items against a target set: give --target")
         if (
             method in ("delift", "delift-se")
-            and objective in ("flmi", "flcg")
+            and objective in TARGET_OBJECTIVES
             and self.target is None
         ):
             raise InputError(f"objective {objective} needs a target set: give --target")
@@ -547,9 +555,10 @@ class Valuer(DesignStages):
             # LESS's pointwise value: the mean over the task's targets, true labels included.
             val.scores = np.asarray(dense.mean(axis=1), dtype=np.float32)
             return val
-        data, lo, hi = one("data", (None, None), m, True)
-        val.data_kernel = _scale01(data, lo, hi)
-        if objective in ("flmi", "flcg"):
+        if objective != TARGET_FL:  # fl-target needs no pool x pool kernel
+            data, lo, hi = one("data", (None, None), m, True)
+            val.data_kernel = _scale01(data, lo, hi)
+        if objective in TARGET_OBJECTIVES:
             assert self.target is not None
             query, lo, hi = one("pairwise", (self.target, self.target_emb), len(self.target), False)
             val.query_kernel = _scale01(query, lo, hi)
@@ -568,23 +577,23 @@ class Valuer(DesignStages):
 
     def _delift_family(self, objective: str) -> Valuation:
         m = len(self.pool)
-        # The "data" kernel K[pool, pool]: candidates represent pool items.
-        rows, cols = self._rows_cols(m, m, square=True)
-        assert cols is not None
-        labels = self._labels("data", (None, None), rows, cols)
-        lo, hi = float(labels.min()), float(labels.max())
-        if self.opt.exact:
-            data, counts = labels, _all_true(labels)
-        else:
-            net = self._network("data", labels, rows, cols, square=True)
-            with self.manifest.stage("predict_data", pairs=m * m) as rec:
-                data, counts = self._predict(net, "dense", self.pool_x, (labels, rows, cols))
-                rec.update(counts)
-        val = Valuation(
-            data_kernel=_scale01(data, lo, hi),
-            info={"label_range_data": [lo, hi], "entries": {"data": counts}},
-        )
-        if objective in ("flmi", "flcg"):
+        val = Valuation(info={"entries": {}})
+        if objective != TARGET_FL:  # fl-target needs no pool x pool kernel
+            # The "data" kernel K[pool, pool]: candidates represent pool items.
+            rows, cols = self._rows_cols(m, m, square=True)
+            assert cols is not None
+            labels = self._labels("data", (None, None), rows, cols)
+            lo, hi = float(labels.min()), float(labels.max())
+            if self.opt.exact:
+                data, counts = labels, _all_true(labels)
+            else:
+                net = self._network("data", labels, rows, cols, square=True)
+                with self.manifest.stage("predict_data", pairs=m * m) as rec:
+                    data, counts = self._predict(net, "dense", self.pool_x, (labels, rows, cols))
+                    rec.update(counts)
+            val.data_kernel = _scale01(data, lo, hi)
+            val.info.update(label_range_data=[lo, hi], entries={"data": counts})
+        if objective in TARGET_OBJECTIVES:
             assert self.target is not None and self.target_emb is not None
             n = len(self.target)
             rows, cols = self._rows_cols(m, n)
