@@ -297,3 +297,53 @@ def test_run_probe_tiny(lm, tmp_path: Path) -> None:  # type: ignore[no-untyped-
         cfg, lm, emb, cache_dir=tmp_path, data=data, rds_features=lambda it: emb.embed(it.texts)
     )
     assert again["n_cached"] == 11 and again["rows"][0]["nll"] == out["rows"][0]["nll"]
+
+
+def test_run_probe_nncift_rows(lm, tiny_lm_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The NN-CIFT rows value the pool through `nncift select` (DELIFT on a real tiny LM,
+    facility location over the targets), carry their LM cost, and reuse the cached labels."""
+    from nncift.probe import INFLUENCE_ROWS
+
+    pool = items(
+        [(f"greet me number {i}", "hello friend") for i in range(12)]
+        + [(f"essay {i} on topic", "long text " * (i + 1)) for i in range(12)],
+        "p",
+    )
+    data = ProbeData(
+        pool=pool,
+        targets=items([(f"greet me please {i}", "hello friend") for i in range(8)], "t"),
+        test=items([(f"say hi {i}", "hello friend") for i in range(4)], "s"),
+        pool_source=["kind"] * 12 + ["other"] * 12,
+        pool_response_chars=np.array([len(r) for r in pool.responses]),
+        info={"target_source": "kind"},
+    )
+    cfg = ProbeConfig(
+        budgets=(0.25,),
+        rows=("random",),
+        extra_budgets=(),
+        seeds=(0,),
+        influence_rows=INFLUENCE_ROWS,
+        influence_options={
+            "nncift-delift": {"design": "spread", "label_budget": "24", "estimator": "auto"},
+            "nncift-delift-paper": {"u": 0.5, "variant": "paper", "epochs": 3},
+        },
+        lm_name=str(tiny_lm_dir),
+        finetune=FinetuneSettings(batch_size=4, max_length=48, n_rouge=1, max_new_tokens=2),
+        n_boot=50,
+    )
+    out = run_probe(cfg, lm, FakeEmbedder(), cache_dir=tmp_path, data=data)
+    rows = {r["row"]: r for r in out["rows"]}
+    assert set(rows) == {"random", *INFLUENCE_ROWS}
+    for name in INFLUENCE_ROWS:
+        r = rows[name]
+        assert r["k"] == 6 and r["lm_passes"] > 0 and r["valuation_seconds"] > 0
+        assert r["vs_random"] is not None  # a paired difference like every other row
+    again = run_probe(cfg, lm, FakeEmbedder(), cache_dir=tmp_path, data=data)
+    for name in INFLUENCE_ROWS:
+        r = {x["row"]: x for x in again["rows"]}[name]
+        assert r["nll"] == rows[name]["nll"]  # the same subset: a cached fine-tune
+        # Labels reused from the cache, and still charged what they cost to compute.
+        assert r["passes_this_run"] == 0 and rows[name]["passes_this_run"] > 0
+        assert r["lm_passes"] == rows[name]["lm_passes"]
+        assert r["lm_seconds"] == rows[name]["lm_seconds"] > 0
+    assert again["n_cached"] == out["n_runs"]

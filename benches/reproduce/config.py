@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from nncift.probe import FinetuneSettings, ProbeConfig
+from nncift.probe import INFLUENCE_ROWS, FinetuneSettings, ProbeConfig
 
 log = logging.getLogger("reproduce")
 
@@ -76,6 +76,9 @@ PROBE_FULL = ProbeConfig(
     # when every row at every budget does not fit 4 hours on 2 cores: see --probe-timing).
     extra_budgets=(0.05, 0.2),
     extra_rows=("random", "embedding-flmi"),
+    # NN-CIFT on DELIFT, the benchmark's default and the paper's (nncift.probe.INFLUENCE_ROWS):
+    # ~1,600 and 800 DELIFT pairs' worth of LM passes on the pool x target matrix.
+    influence_rows=INFLUENCE_ROWS,
     seeds=(0, 1, 2),
     full_data=True,
     full_data_seeds=(0,),  # ~1 core-hour per seed: one seed keeps the probe within 4 hours
@@ -89,6 +92,7 @@ PROBE_QUICK = ProbeConfig(
     n_test=24,
     budgets=(0.1,),
     extra_budgets=(),
+    # No NN-CIFT rows: 10 targets are too few for the paper's block (it needs 4 at u = 0.1).
     seeds=(0,),
     max_prompt_chars=200,
     max_response_chars=120,

@@ -602,6 +602,9 @@ ROW_LABELS = {
     "embedding-fl": "embedding FL",
     "embedding-flmi": "embedding FLMI to the targets",
     "rds": "RDS+ (top-k, mean cosine to the targets)",
+    "nncift-delift": "NN-CIFT DELIFT, nncift's default design (FL over the targets)",
+    "nncift-delift-paper": "NN-CIFT DELIFT as in the paper (u-block, its network; FL over the "
+    "targets)",
     "full": "full data",
 }
 
@@ -664,7 +667,8 @@ def probe_lines(P: dict[str, Any]) -> list[str]:
                 _ci(r.get("vs_embedding_flmi")),
                 f"{r['rougeL']:.4f}",
                 _ci(r.get("rougeL_vs_random")),
-                _secs(r["valuation_seconds"]),
+                _secs(r["valuation_seconds"])
+                + (f" ({r['lm_passes']:,} LM passes)" if r.get("lm_passes") else ""),
                 _secs(r["finetune_seconds"]),
             ]
         )
@@ -691,8 +695,10 @@ def probe_lines(P: dict[str, Any]) -> list[str]:
         f"Valuation seconds: the embedding rows pay for embedding pool and targets "
         f"({_secs(P['valuation_seconds'].get('embed', 0.0))} in this run, less where the "
         "embedding cache already held them); RDS+ pays one LM forward per item "
-        f"({_secs(P['valuation_seconds'].get('rds_features', 0.0))}); random and length cost "
-        f"nothing. {P['n_runs']} fine-tunes ({P['n_cached']} reused from the cache), "
+        f"({_secs(P['valuation_seconds'].get('rds_features', 0.0))}); the NN-CIFT rows pay "
+        "for their DELIFT labels (the LM seconds the label store recorded when they were "
+        "computed, whether or not this run reused them) and their estimator; random and length "
+        f"cost nothing. {P['n_runs']} fine-tunes ({P['n_cached']} reused from the cache), "
         f"{_secs(P['finetune_seconds_total'])} of fine-tuning in the runs that computed them."
     )
     L.append("")
@@ -746,6 +752,7 @@ def numbers(cfg: Config, R: dict[str, Any]) -> dict[str, Any]:
                 "vs_random": _d(r.get("vs_random")),
                 "vs_embedding_flmi": _d(r.get("vs_embedding_flmi")),
                 "valuation_seconds": r["valuation_seconds"],
+                "valuation_lm_passes": r.get("lm_passes", 0),
                 "finetune_seconds": r["finetune_seconds"],
             }
             for r in P["rows"]

@@ -42,6 +42,78 @@ log = logging.getLogger(__name__)
 #: z quantiles of a two-sided 5% test with 80% power: MDD = (1.96 + 0.84) * SE.
 MDD_FACTOR = 1.959964 + 0.841621
 ROWS = ("random", "length", "embedding-fl", "embedding-flmi", "rds")
+#: NN-CIFT rows: DELIFT values on the pool x target pairs through `nncift select`
+#: (`nncift.pipeline.run_select`, labels and networks cached in the probe's cache), selected
+#: by facility location over the targets (`--objective fl-target`: the paper's FLMI would add
+#: a pool x pool kernel, 4,000,000 pairs on the probe's pool). "nncift-delift": what
+#: `nncift select --method delift` uses by default (the benchmark's design, estimator and
+#: features, `nncift.design_valuation.DEFAULT_FOR`); "nncift-delift-paper": the paper's first-u
+#: block and its network trained to convergence, at u = 0.1 (the paper's 0.05 would label 2 of
+#: the 40 targets; the block needs at least 4). Opt-in (`influence_rows`): each
+#: costs LM labelling.
+INFLUENCE_ROWS = ("nncift-delift", "nncift-delift-paper")
+
+
+def default_influence_options() -> dict[str, dict[str, Any]]:
+    """`nncift.valuation.ValuationOptions` fields of each NN-CIFT row (see INFLUENCE_ROWS)."""
+    from nncift.design_valuation import DEFAULT_FOR
+
+    default = DEFAULT_FOR["delift"]
+    assert default is not None
+    design, budget, estimator = default
+    cut = {"max_example_tokens": 64, "max_prompt_tokens": 64}
+    return {
+        "nncift-delift": {"design": design, "label_budget": budget, "estimator": estimator,
+                          "influence_settings": cut},
+        "nncift-delift-paper": {"u": 0.1, "variant": "paper", "influence_settings": cut},
+    }  # fmt: skip
+
+
+def influence_subset(
+    row: str,
+    k: int,
+    data: ProbeData,
+    options: dict[str, Any],
+    *,
+    lm: str,
+    cache_dir: str | Path,
+    seed: int = 0,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """(k,) pool indices of one NN-CIFT row and its cost, from the run's manifest: the LM
+    passes and seconds of every label stage as the label store recorded them when the labels
+    were computed (a rerun reuses the cached labels and reports the same cost), plus this
+    run's seconds for the other stages (estimator, prediction, selection).
+    `passes_this_run` counts only what this call labelled."""
+    from nncift.pipeline import run_select
+    from nncift.select_options import SelectOptions
+    from nncift.valuation import TARGET_FL, ValuationOptions
+
+    if row not in INFLUENCE_ROWS:
+        raise InputError(f"unknown NN-CIFT row {row!r}; choose from {', '.join(INFLUENCE_ROWS)}")
+    val = ValuationOptions(method="delift", lm=lm, seed=seed, **options)
+    opts = SelectOptions(budget=k, method="delift", objective=TARGET_FL, seed=seed,
+                         cache_dir=str(cache_dir), valuation=val)  # fmt: skip
+    run = run_select(data.pool, opts, target=data.targets, progress=False)
+    passes = lm_seconds = other_seconds = 0.0
+    this_run = 0
+    for name, rec in run.manifest.stages.items():
+        if not name.startswith("label_"):
+            other_seconds += float(rec.get("seconds") or 0.0)
+            continue
+        if "lm_cost" in rec:  # a design's record (nncift.design_valuation)
+            total, now = rec["lm_cost"] or {}, rec.get("lm_cost_this_run") or {}
+            passes += total.get("passes", 0)
+            lm_seconds += total.get("seconds", 0.0)
+            this_run += int(now.get("passes", 0))
+        else:  # the paper's u-block
+            total, now = rec.get("cost_total") or {}, rec.get("cost") or {}
+            passes += total.get("lm_passes", 0)
+            lm_seconds += total.get("seconds", 0.0)
+            this_run += int(now.get("lm_passes", 0))
+    cost = {"seconds": lm_seconds + other_seconds, "lm_passes": int(passes),
+            "lm_seconds": lm_seconds, "passes_this_run": this_run}  # fmt: skip
+    return np.asarray(run.indices, dtype=np.int64), cost
+
 
 _WORD = re.compile(r"[a-z0-9]+")
 
@@ -509,6 +581,10 @@ class ProbeConfig:
     rows: tuple[str, ...] = ROWS
     extra_budgets: tuple[float, ...] = (0.05, 0.2)
     extra_rows: tuple[str, ...] = ("random", "embedding-flmi")
+    #: NN-CIFT rows (INFLUENCE_ROWS) at the main budgets, their valuation settings and LM.
+    influence_rows: tuple[str, ...] = ()
+    influence_options: dict[str, dict[str, Any]] = field(default_factory=default_influence_options)
+    lm_name: str = "default"
     seeds: tuple[int, ...] = (0, 1, 2)
     full_data: bool = False
     full_data_seeds: tuple[int, ...] = (0,)  # fine-tuning on the whole pool costs the most
@@ -520,7 +596,7 @@ class ProbeConfig:
 
     def plan(self) -> list[tuple[str, float]]:
         """(row, budget) pairs to fine-tune, main budgets first."""
-        out = [(r, b) for b in self.budgets for r in self.rows]
+        out = [(r, b) for b in self.budgets for r in (*self.rows, *self.influence_rows)]
         out += [(r, b) for b in self.extra_budgets for r in self.extra_rows if (r, b) not in out]
         return out
 
@@ -580,6 +656,17 @@ def run_probe(
     for row, budget in config.plan():
         k = max(1, int(round(budget * m)))
         seeds = config.seeds if row == "random" else config.seeds[:1]
+        if row in INFLUENCE_ROWS:
+            say(f"NN-CIFT row {row} at {budget:g}: valuing the pool (nncift select)")
+            idx, spent = influence_subset(row, k, data, config.influence_options[row],
+                                          lm=config.lm_name, cache_dir=cache / "select")  # fmt: skip
+            subsets[f"{row}@{budget}"] = {
+                "row": row, "budget": budget, "k": k, "indices": {str(seeds[0]): idx.tolist()},
+                "valuation_seconds": spent["seconds"], "lm_passes": spent["lm_passes"],
+                "lm_seconds": spent["lm_seconds"], "passes_this_run": spent["passes_this_run"],
+                "target_source_share": _source_share(data, idx),
+            }  # fmt: skip
+            continue
         t0 = time.perf_counter()
         picks = {
             s: row_subset(
@@ -609,14 +696,7 @@ def run_probe(
             "indices": {str(s): picks[s].tolist() for s in seeds},
             "valuation_seconds": valuation + t_sel,
             "selection_seconds": t_sel,
-            "target_source_share": float(
-                np.mean(
-                    [
-                        data.pool_source[i] == data.info.get("target_source", "chatterbot")
-                        for i in picks[seeds[0]]
-                    ]
-                )
-            ),
+            "target_source_share": _source_share(data, picks[seeds[0]]),
         }
     if config.full_data:
         subsets["full@1.0"] = {"row": "full", "budget": 1.0, "k": m, "valuation_seconds": 0.0}
@@ -652,6 +732,12 @@ def run_probe(
     return summarise(config, data, subsets, runs, base, {"embed": t_emb, **cost})
 
 
+def _source_share(data: ProbeData, idx: np.ndarray) -> float:
+    """Share of chosen items from the targets' source."""
+    kind = data.info.get("target_source", "chatterbot")
+    return float(np.mean([data.pool_source[i] == kind for i in idx]))
+
+
 def _slim(run: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in run.items() if k != "generations"}
 
@@ -675,7 +761,7 @@ def summarise(
     tokens = np.asarray(base["tokens"], dtype=np.float64)
 
     def diff(name: str, ref: str, key: str) -> dict[str, Any] | None:
-        if ref not in runs or name == ref:
+        if ref not in runs or name not in runs or name == ref:
             return None
         w = tokens if key == "nll_sum" else None
         return paired_bootstrap(
@@ -713,6 +799,9 @@ def summarise(
                 else None,
                 "rougeL_vs_random": diff(name, f"random@{ref_b}", "rougeL") if ref_b else None,
                 "valuation_seconds": sub["valuation_seconds"],
+                "lm_passes": sub.get("lm_passes", 0),
+                "lm_seconds": sub.get("lm_seconds", 0.0),
+                "passes_this_run": sub.get("passes_this_run", 0),
                 "finetune_seconds": float(np.mean(ft_s)),
                 "target_source_share": sub.get("target_source_share"),
             }
@@ -742,6 +831,7 @@ def summarise(
 
 
 __all__ = [
+    "INFLUENCE_ROWS",
     "MDD_FACTOR",
     "ROWS",
     "FinetuneSettings",
@@ -749,7 +839,9 @@ __all__ = [
     "ProbeData",
     "build_probe_data",
     "check_disjoint",
+    "default_influence_options",
     "evaluate_subset",
+    "influence_subset",
     "finetune_key",
     "items_digest",
     "normalise_prompt",
