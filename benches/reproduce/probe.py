@@ -36,7 +36,7 @@ def time_one(
     """Time one fine-tune + NLL / ROUGE evaluation at the full probe's sizes, then project the
     whole probe: fine-tune seconds scale with the training tokens of each planned subset
     (counted here, without training), evaluation seconds are the same for every run."""
-    from nncift.probe import evaluate_subset, row_subset
+    from nncift.probe import INFLUENCE_ROWS, evaluate_subset, row_subset
 
     pc = cfg.probe
     data = pc.build_data()
@@ -63,8 +63,8 @@ def time_one(
     for r, b in pc.plan():
         kk = max(1, int(round(b * m)))
         seeds = pc.seeds if r == "random" else pc.seeds[:1]
-        # rds is projected with the embedding-FLMI subset's tokens (both pick the target kind).
-        proxy = "embedding-flmi" if r == "rds" else r
+        # rds and the NN-CIFT rows are projected with the embedding-FLMI subset's tokens.
+        proxy = "embedding-flmi" if r in ("rds", *INFLUENCE_ROWS) else r
         toks = [
             _train_tokens(
                 lm,
