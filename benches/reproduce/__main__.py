@@ -66,7 +66,15 @@ def main() -> None:
         action="store_true",
         help="run (or resume) only section 6, the task-targeted probe, into <cache>/probe.json",
     )
+    ap.add_argument(
+        "--gpu",
+        action="store_true",
+        help="with --probe-only: the larger probe of config.PROBE_GPU on CUDA (benches/"
+        "gpu_probe.sh), into <cache>/gpu/probe.json; the next full run reports it separately",
+    )
     args = ap.parse_args()
+    if args.gpu and not args.probe_only:
+        ap.error("--gpu goes with --probe-only")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     for noisy in ("nncift", "httpx", "sentence_transformers", "transformers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -129,8 +137,16 @@ def main() -> None:
 
         from .probe import time_one, write_timing
 
-        lm = stage("load_lm", lambda: load_lm("default", device="cpu"))
-        emb = Embedder(cache_dir=Path(args.cache), progress=False)
+        if args.gpu:
+            from dataclasses import replace
+
+            from .config import PROBE_GPU
+
+            cfg = replace(cfg, name="gpu", probe=PROBE_GPU)
+            cache = Cache(Path(args.cache) / "gpu")
+        device = "cuda" if args.gpu else "cpu"
+        lm = stage("load_lm", lambda: load_lm("default", device=device))
+        emb = Embedder(cache_dir=Path(args.cache), progress=False, device=device)
         if args.probe_timing:
             timing = stage("probe_timing", lambda: time_one(cfg, lm, emb, cache))
             write_timing(cache.root / "probe-timing.json", timing)
@@ -174,6 +190,9 @@ def main() -> None:
         "downstream", lambda: downstream_small(cfg, lm, data.embedder, R["small"], cache)
     )
     R["probe"] = stage("probe", lambda: probe_section(cfg, lm, data.embedder, cache))
+    gpu = Path(args.cache) / "gpu" / "probe.json"
+    if gpu.is_file():  # a GPU machine's larger probe (benches/gpu_probe.sh), reported apart
+        R["probe_gpu"] = json.loads(gpu.read_text())
     R["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     R["wall_s"] = time.perf_counter() - t_start
     from nncift.io import write_text_atomic

@@ -100,6 +100,27 @@ PROBE_QUICK = ProbeConfig(
     n_boot=500,
 )
 
+# The probe rerun larger on a GPU machine (`--probe-only --gpu`, benches/gpu_probe.sh): a
+# larger pool and test set, longer fine-tuning, every row at every budget. Its numbers go to a
+# separate table of the report (<cache>/gpu/probe.json, read by the next full run).
+PROBE_GPU = ProbeConfig(
+    pool_size=4000,
+    n_targets=40,
+    n_test=600,
+    budgets=(0.05, 0.1, 0.2),
+    extra_budgets=(),
+    influence_rows=INFLUENCE_ROWS,
+    seeds=(0, 1, 2),
+    full_data=True,
+    full_data_seeds=(0, 1, 2),
+    max_prompt_chars=1200,
+    max_response_chars=1200,
+    finetune=FinetuneSettings(
+        epochs=3, n_rouge=200, max_new_tokens=64, max_length=512, batch_size=16,
+        eval_batch_size=64,
+    ),
+)  # fmt: skip
+
 FULL = Config(
     name="full",
     m=2000,

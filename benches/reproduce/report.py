@@ -530,6 +530,17 @@ def render(cfg: Config, R: dict[str, Any], images: list[str], img_link: str = "i
     # ---- the task-targeted probe
     if R.get("probe"):
         L.extend(probe_lines(R["probe"]))
+    if R.get("probe_gpu"):
+        L.append("### The probe on a GPU machine (benches/gpu_probe.sh, config.PROBE_GPU)")
+        L.append("")
+        L.extend(probe_lines(R["probe_gpu"]))
+    else:
+        L.append(
+            "No GPU run of the probe is recorded: `benches/gpu_probe.sh` reruns it larger "
+            "(4,000 pool items, 600 test items, 3 epochs, every row at 5/10/20%) where CUDA is "
+            "available, and the next full run reports it here as a separate table."
+        )
+        L.append("")
 
     # ---- verdicts
     L.append("## Verdict per claim")
