@@ -11,7 +11,7 @@
 # separate table. The time limit (seconds, default 3000) leaves room to copy the results.
 set -euo pipefail
 cache="${1:-.nncift-cache/repro}"
-py="${PYTHON:-python}"
+py="${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python)}"
 "$py" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA device: this script is for a GPU machine')"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 timeout --signal=INT "${NNCIFT_GPU_LIMIT:-3000}" \
