@@ -1,4 +1,4 @@
-"""`--estimator auto` against a fixed estimator on the real chatterbot DELIFT matrix.
+"""`--estimator auto` against a fixed estimator on the real DELIFT matrices.
 
 For the designs `nncift select` uses (active; spread where the budget allows it) at 1%, 2% and
 5% of the full matrix's LM tokens, 5 seeds: the estimator `nncift.effects.choose_effects`
@@ -6,7 +6,8 @@ picks from the labels alone (held-out labelled pool items), and the within-targe
 unlabelled pairs of its prediction, of `additive+cos` and of `additive+cos-eb`. Prints one
 JSON line per seed and design, then the means (docs/valuation.md, "What nncift select uses").
 
-    python benches/valuation_auto.py        # ~3 min on 2 cores; loads SmolLM2's tokenizer
+    python benches/valuation_auto.py        # ~3 min per matrix on 2 cores
+    python benches/valuation_auto.py --matrices mixed --features lm
 """
 
 from __future__ import annotations
@@ -25,12 +26,19 @@ from nncift import designs as D  # noqa: E402
 from nncift import effects as E  # noqa: E402
 
 
-def main() -> int:
-    mx = next(
-        m
-        for m in V.real_matrices(argparse.Namespace(cache=None, features="minilm"))
-        if m.function == "delift"
-    )
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--matrices", default="chatterbot,mixed")
+    ap.add_argument("--features", choices=("minilm", "lm", "both"), default="minilm")
+    args = ap.parse_args(argv)
+    args.cache = None
+    for mx in V.real_matrices(args):
+        if mx.function == "delift":
+            run_matrix(mx)
+    return 0
+
+
+def run_matrix(mx: V.Matrix) -> None:
     m, n = mx.values.shape
     rows_out = []
     for frac in (0.01, 0.02, 0.05):
@@ -48,7 +56,8 @@ def main() -> int:
                 kw = {"n_rows": m, "n_cols": n, "row_features": mx.row_features,
                       "col_features": mx.col_features}  # fmt: skip
                 choice = E.choose_effects(E.EFFECT_NAMES, d.rows, d.cols, vals, seed=seed, **kw)
-                row = {"fraction": frac, "seed": seed, "design": name, "chosen": choice.chosen}
+                row = {"matrix": mx.name, "features": mx.features, "fraction": frac,
+                       "seed": seed, "design": name, "chosen": choice.chosen}  # fmt: skip
                 for est in sorted({choice.chosen, "additive+cos", "additive+cos-eb"}):
                     fitted = E.fit_effects(est, d.rows, d.cols, vals, **kw)
                     pred = E.predict_all(fitted, m, n).astype(np.float64)
@@ -63,10 +72,9 @@ def main() -> int:
         mean = {k: float(np.mean([r[k] for r in rs])) for k in ("auto", "additive+cos",
                                                                    "additive+cos-eb")}  # fmt: skip
         chosen = dict(collections.Counter(r["chosen"] for r in rs))
-        print(f"{frac:.0%} {name}: auto {mean['auto']:.3f}, additive+cos "
+        print(f"{mx.name} {mx.features} {frac:.0%} {name}: auto {mean['auto']:.3f}, additive+cos "
               f"{mean['additive+cos']:.3f}, additive+cos-eb {mean['additive+cos-eb']:.3f}; "
               f"auto chose {chosen}")  # fmt: skip
-    return 0
 
 
 if __name__ == "__main__":
