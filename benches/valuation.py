@@ -928,9 +928,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps(cell), flush=True)
             else:
                 best = max((r for r in cell["results"] if r["design"] not in ("none", "oracle")),
-                           key=lambda r: r["spearman_within_target"] or r["spearman_pooled"] or -9)  # fmt: skip
-                print(f"{mx.function} {frac:.0%}: best {best['design']}/{best['estimator']} "
-                      f"within {best['spearman_within_target']} pooled {best['spearman_pooled']} "
+                           key=lambda r: r["spearman_within_target"] or r["spearman_pooled"] or -9,
+                           default=None)  # fmt: skip
+                what = ("no design fits this cost" if best is None else
+                        f"best {best['design']}/{best['estimator']} within "
+                        f"{best['spearman_within_target']} pooled {best['spearman_pooled']}")  # fmt: skip
+                print(f"{mx.name} {mx.function} {frac:.0%}: {what} "
                       f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)  # fmt: skip
     if args.quick or args.synthetic:
         return 0
