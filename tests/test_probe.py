@@ -256,20 +256,25 @@ def test_row_subsets() -> None:
         row_subset("nope", 2, seed=0)
 
 
-def test_run_probe_tiny(lm, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def tiny_probe_data(targets: list[tuple[str, str]], n_test: int) -> ProbeData:
+    """12 greetings (the targets' kind) and 12 essays of growing length."""
     pool = items(
         [(f"greet me number {i}", "hello friend") for i in range(12)]
         + [(f"essay {i} on topic", "long text " * (i + 1)) for i in range(12)],
         "p",
     )
-    data = ProbeData(
+    return ProbeData(
         pool=pool,
-        targets=items([("greet me please", "hello friend")], "t"),
-        test=items([(f"say hi {i}", "hello friend") for i in range(6)], "s"),
+        targets=items(targets, "t"),
+        test=items([(f"say hi {i}", "hello friend") for i in range(n_test)], "s"),
         pool_source=["kind"] * 12 + ["other"] * 12,
         pool_response_chars=np.array([len(r) for r in pool.responses]),
         info={"target_source": "kind"},
     )
+
+
+def test_run_probe_tiny(lm, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    data = tiny_probe_data([("greet me please", "hello friend")], n_test=6)
     cfg = ProbeConfig(
         budgets=(0.25,),
         extra_budgets=(),
@@ -304,19 +309,7 @@ def test_run_probe_nncift_rows(lm, tiny_lm_dir: Path, tmp_path: Path) -> None:  
     facility location over the targets), carry their LM cost, and reuse the cached labels."""
     from nncift.probe import INFLUENCE_ROWS
 
-    pool = items(
-        [(f"greet me number {i}", "hello friend") for i in range(12)]
-        + [(f"essay {i} on topic", "long text " * (i + 1)) for i in range(12)],
-        "p",
-    )
-    data = ProbeData(
-        pool=pool,
-        targets=items([(f"greet me please {i}", "hello friend") for i in range(8)], "t"),
-        test=items([(f"say hi {i}", "hello friend") for i in range(4)], "s"),
-        pool_source=["kind"] * 12 + ["other"] * 12,
-        pool_response_chars=np.array([len(r) for r in pool.responses]),
-        info={"target_source": "kind"},
-    )
+    data = tiny_probe_data([(f"greet me please {i}", "hello friend") for i in range(8)], n_test=4)
     cfg = ProbeConfig(
         budgets=(0.25,),
         rows=("random",),

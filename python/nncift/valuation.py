@@ -576,41 +576,39 @@ class Valuer(DesignStages):
         )
 
     def _delift_family(self, objective: str) -> Valuation:
-        m = len(self.pool)
         val = Valuation(info={"entries": {}})
         if objective != TARGET_FL:  # fl-target needs no pool x pool kernel
             # The "data" kernel K[pool, pool]: candidates represent pool items.
-            rows, cols = self._rows_cols(m, m, square=True)
-            assert cols is not None
-            labels = self._labels("data", (None, None), rows, cols)
-            lo, hi = float(labels.min()), float(labels.max())
-            if self.opt.exact:
-                data, counts = labels, _all_true(labels)
-            else:
-                net = self._network("data", labels, rows, cols, square=True)
-                with self.manifest.stage("predict_data", pairs=m * m) as rec:
-                    data, counts = self._predict(net, "dense", self.pool_x, (labels, rows, cols))
-                    rec.update(counts)
-            val.data_kernel = _scale01(data, lo, hi)
-            val.info.update(label_range_data=[lo, hi], entries={"data": counts})
+            val.data_kernel = self._kernel("data", (None, None), square=True, info=val.info)
         if objective in TARGET_OBJECTIVES:
             assert self.target is not None and self.target_emb is not None
-            n = len(self.target)
-            rows, cols = self._rows_cols(m, n)
-            assert cols is not None
-            labels = self._labels("pairwise", (self.target, self.target_emb), rows, cols)
-            lo, hi = float(labels.min()), float(labels.max())
-            if self.opt.exact:
-                query, counts = labels, _all_true(labels)
-            else:
-                net = self._network("pairwise", labels, rows, cols, square=False)
-                with self.manifest.stage("predict_pairwise", pairs=m * n) as rec:
-                    query, counts = self._predict(net, "dense", self.target_x, (labels, rows, cols))
-                    rec.update(counts)
-            val.query_kernel = _scale01(query, lo, hi)
-            val.info["label_range_pairwise"] = [lo, hi]
-            val.info["entries"]["pairwise"] = counts
+            targets = (self.target, self.target_emb)
+            val.query_kernel = self._kernel("pairwise", targets, square=False, info=val.info)
         return val
+
+    def _kernel(
+        self, name: str, targets: tuple[Any, Any], *, square: bool, info: dict[str, Any]
+    ) -> np.ndarray:
+        """One DELIFT-family kernel (pool x pool when `square`, else pool x targets): its
+        labelled block, the network's prediction of the rest (or every pair with `exact`),
+        scaled to [0, 1]; label range and entry counts recorded in `info`."""
+        m = len(self.pool)
+        n = m if square else len(targets[0])
+        rows, cols = self._rows_cols(m, n, square=square)
+        assert cols is not None
+        labels = self._labels(name, targets, rows, cols)
+        lo, hi = float(labels.min()), float(labels.max())
+        if self.opt.exact:
+            values, counts = labels, _all_true(labels)
+        else:
+            net = self._network(name, labels, rows, cols, square=square)
+            x = self.pool_x if square else self.target_x
+            with self.manifest.stage(f"predict_{name}", pairs=m * n) as rec:
+                values, counts = self._predict(net, "dense", x, (labels, rows, cols))
+                rec.update(counts)
+        info[f"label_range_{name}"] = [lo, hi]
+        info["entries"][name] = counts
+        return _scale01(values, lo, hi)
 
     def _less(self) -> Valuation:
         assert self.target is not None and self.target_emb is not None
