@@ -114,6 +114,17 @@ DEFAULT_FOR: dict[str, tuple[str, str | None, str] | None] = {
 }
 
 
+#: What the estimators read (`--features`) when `nncift select --method M` runs its benchmarked
+#: default (DEFAULT_FOR) and --features is not given; the paper's path reads MiniLM (its
+#: embeddings), whatever this says. From docs/valuation.md ("What nncift select uses").
+DEFAULT_FEATURES_FOR: dict[str, str] = {
+    "delift": "minilm",
+    "delift-se": "minilm",
+    "less": "minilm",
+    "selectit": "minilm",
+}
+
+
 def _u_block_pairs(options: Any) -> int:
     # The pairs of a 20 x 20 block: a modest default for delift-se, whose labels cost no LM.
     return 400
@@ -605,6 +616,7 @@ def _load_round(sub: Path, m: int, n_cols: int | None) -> Design:
 
 __all__ = [
     "ACTIVE_ROUNDS",
+    "DEFAULT_FEATURES_FOR",
     "DEFAULT_FOR",
     "DEFAULT_LABEL_BUDGET",
     "DesignChoice",

@@ -208,12 +208,13 @@ def default_design(
 @click.option(
     "--features",
     type=click.Choice(["minilm", "lm", "both"]),
-    default="minilm",
-    show_default=True,
+    default=None,
     help="What the network of delift/delift-se/less/selectit reads for an item: minilm the "
     "sentence embeddings (--embedder or --embeddings), lm the LM's RDS+ features (its "
     "position-weighted mean-pooled hidden states, one --lm forward per item, cached), both the "
-    "two concatenated. Labels do not depend on it.",
+    "two concatenated. Labels do not depend on it. Default: what the method's benchmarked "
+    "default uses (nncift.design_valuation.DEFAULT_FEATURES_FOR, docs/valuation.md), minilm "
+    "on the paper's path (--u, --network, --design block) and for other methods.",
 )
 @click.option(
     "--epochs",
@@ -307,7 +308,7 @@ def select_command(
     dtype: str | None,
     max_length: int,
     variant: str,
-    features: str,
+    features: str | None,
     epochs: int | None,
     dry_run: bool,
     embeddings_file: str | None,
@@ -328,9 +329,16 @@ def select_command(
     check_design_options(method, u, design, label_budget, estimator, exact)
     if not exact and method in ("delift", "delift-se", "less", "selectit"):
         network_given = ctx.get_parameter_source("variant") != click.core.ParameterSource.DEFAULT
+        given = (design, label_budget, estimator)
         design, label_budget, estimator = default_design(
             method, u is not None, network_given, design, label_budget, estimator
         )
+        if features is None and given == (None, None, None) and design is not None:
+            # The benchmarked default, with the features it was chosen with.
+            from nncift.design_valuation import DEFAULT_FEATURES_FOR
+
+            features = DEFAULT_FEATURES_FOR[method]
+    features = features or "minilm"
     ray = ray_settings(rest)
     check_output_path(Path(out))
     manifest = Manifest(command="select")
