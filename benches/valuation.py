@@ -1020,7 +1020,7 @@ counts it for DELIFT (tokens: an example prefix is paid once per pool item and c
 pairs' tokens, `nncift.designs.design_cost`, with the run's own tokenizer and cuts) and in LM
 passes for LESS and SelectIT (and for DELIFT on Ray, where the driver holds no tokenizer).
 `N` is pairs (items for selectit), `Nitems` distinct pool items; LM time (`--label-budget
-20min`) is priced into the share it buys on this machine (`nncift.plan.seconds_to_share`: the
+20min`) is priced into the share it buys on this machine (`nncift.lm_work.seconds_to_share`: the
 run's own passes over every pair, timed with the cached LM probe that `--dry-run` uses; LESS's
 warm-up comes off first), and the manifest records the price next to the seconds spent.
 """

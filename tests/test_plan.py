@@ -93,7 +93,7 @@ def test_plan_counts_the_passes_and_tokens_the_run_makes(
 def test_delift_layout_matches_the_meter_across_tiles_and_cut_pairs(tiny: object) -> None:
     """Several row tiles, KV-shared prefixes and pairs too long to share one (cut one by one)."""
     from nncift.influence import make
-    from nncift.plan import delift_work
+    from nncift.lm_work import delift_work
 
     items = load_named("sharegpt")
     pool = TextItems(items.prompts[:20], items.responses[:20])

@@ -366,10 +366,10 @@ class DesignStages:
         self, choice: DesignChoice, targets: tuple[Any, Any], n_cols: int | None
     ) -> tuple[DesignChoice, dict[str, Any] | None]:
         """A budget in LM seconds -> the share of the full matrix's LM cost it buys on this
-        machine (`nncift.plan.seconds_to_share`, priced with the run's own function and the
+        machine (`nncift.lm_work.seconds_to_share`, priced with the run's own function and the
         cached LM probe, probing the loaded LM once when nothing is cached), with the record
         of the conversion; other budgets unchanged."""
-        from nncift.plan import seconds_to_share
+        from nncift.lm_work import seconds_to_share
 
         budget = choice.budget
         if budget is None or budget.unit != "seconds":

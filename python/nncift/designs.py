@@ -435,7 +435,7 @@ def items_for_budget(budget: float, cost: CostFn, make: Callable[[int], Design],
 
 #: Units of `--label-budget`: pairs labelled (items for pointwise methods), distinct pool
 #: items labelled, a share of the full matrix's LM passes, or LM seconds on this machine
-#: (`nncift select` turns seconds into the share they buy, `nncift.plan.seconds_to_share`).
+#: (`nncift select` turns seconds into the share they buy, `nncift.lm_work.seconds_to_share`).
 BUDGET_UNITS = ("pairs", "items", "share", "seconds")
 BUDGET_GRAMMAR = (
     "N (pairs labelled; items for selectit), Nitems (distinct pool items labelled), P% "

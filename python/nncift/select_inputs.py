@@ -269,7 +269,7 @@ def plan_lm_features(
     from nncift import lm_probe
     from nncift.embed import default_cache_dir
     from nncift.lm_features import BATCH_TOKENS, MAX_BATCH
-    from nncift.plan import LMWork
+    from nncift.lm_work import LMWork
 
     v = valuation_options(options)
     featurizer = lm_featurizer(options, progress=False)
