@@ -493,6 +493,8 @@ def fit_predict(est: Any, mx: Matrix, d: Any, vals: np.ndarray) -> np.ndarray:
     if not mx.pairwise:
         return np.asarray(est.predict(np.arange(m), None))
     n = mx.values.shape[1]
+    if hasattr(est, "predict_block"):
+        return np.asarray(est.predict_block(np.arange(m), np.arange(n)))
     r, c = np.repeat(np.arange(m), n), np.tile(np.arange(n), m)
     return np.asarray(est.predict(r, c)).reshape(m, n)
 

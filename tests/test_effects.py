@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from nncift.designs import spread
-from nncift.effects import AdditiveEffects, KernelPairRegression, LowRankEffects
+from nncift.effects import AdditiveEffects, KernelPairRegression, LowRankEffects, predict_all
 from nncift.errors import InputError
 
 
@@ -62,10 +62,18 @@ def test_cosine_term_and_other_estimators() -> None:
         r, c, v, n_rows=60, n_cols=30, row_features=x, col_features=z
     )
     assert 2.0 < est.cosine_weight_ < 4.0
+    # The whole-matrix path (one matrix product) is the pair path on the grid.
+    grid = est.predict(np.repeat(np.arange(60), 30), np.tile(np.arange(30), 60)).reshape(60, 30)
+    assert np.allclose(est.predict_block(np.arange(60), np.arange(30)), grid, atol=1e-12)
+    sub_r, sub_c = np.array([5, 2, 59]), np.array([29, 0])
+    assert np.allclose(est.predict_block(sub_r, sub_c), grid[np.ix_(sub_r, sub_c)], atol=1e-12)
+    assert np.allclose(predict_all(est, 60, 30, chunk_rows=7), grid, atol=1e-6)
     for e in (LowRankEffects(rank=2), KernelPairRegression()):
         e.fit(r, c, v, n_rows=60, n_cols=30, row_features=x, col_features=z)
         p = e.predict(np.repeat(np.arange(60), 30), np.tile(np.arange(30), 60)).reshape(60, 30)
         assert np.corrcoef(p.ravel(), k2.ravel())[0, 1] > 0.5
+        if hasattr(e, "predict_block"):
+            assert np.allclose(e.predict_block(np.arange(60), np.arange(30)), p, atol=1e-10)
     # Pointwise: kernel ridge on item features.
     kp = KernelPairRegression().fit(np.arange(40), None, a[:40], n_rows=60, row_features=x)
     assert np.corrcoef(kp.predict(np.arange(40, 60)), a[40:])[0, 1] > 0.5

