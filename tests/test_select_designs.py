@@ -106,6 +106,17 @@ def test_delift_default_is_active_at_two_percent_with_a_real_lm(
     full = 40 + 40 + 40 * 40  # no-example + prefix + pair passes of every pair
     assert cost["passes"] <= 0.02 * full
     assert m["results"]["valuation"]["estimators"]["data"]["estimator"] == "auto"
+    # ... reading the LM's RDS+ features (DEFAULT_FEATURES_FOR); the paper's path reads MiniLM.
+    assert m["options"]["valuation"]["features"] == "lm"
+    out2 = tmp_path / "p.jsonl"
+    code, output = run("select", "--pool", str(small), "--method", "delift", "--lm",
+                       str(tiny_lm_dir), "--budget", "5", "--cache-dir", str(tmp_path / "c"),
+                       "--u", "0.5", "--out", str(out2), "--dry-run")  # fmt: skip
+    assert code == 0 and "read by the network" not in output, output
+    code, output = run("select", "--pool", str(small), "--method", "delift", "--lm",
+                       str(tiny_lm_dir), "--budget", "5", "--cache-dir", str(tmp_path / "c"),
+                       "--out", str(out2), "--dry-run")  # fmt: skip
+    assert code == 0 and "read by the network (--features lm)" in output, output
 
 
 def test_pointwise_designs_choose_the_items(
