@@ -914,7 +914,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache", default=None, help="nncift cache folder (default NNCIFT_CACHE)")
     p.add_argument("--out", default=str(ROOT / "docs"))
     p.add_argument("--no-network", action="store_true")
+    p.add_argument("--render-only", action="store_true",
+                   help="rewrite the .md (notes, targets, summary) from the last run's .json")  # fmt: skip
     args = p.parse_args(argv)
+    if args.render_only:
+        return render_only(args)
     t0 = time.perf_counter()
     load = os.getloadavg()
     n_seeds = args.seeds or (3 if args.quick else 5)
@@ -947,9 +951,7 @@ def main(argv: list[str] | None = None) -> int:
         "features": args.features,
         "matrix_info": {m.function: m.info for m in mats},
         "targets": targets(cells),
-        "notes": USES + "\n" + NOTES
-        if args.features == "minilm"
-        else LM_NOTES + rds_summary(cells),
+        "notes": _notes(args.features, cells),
     }
     out = Path(args.out)
     # The MiniLM run is the main page; feature variants get pages of their own.
@@ -962,60 +964,61 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _notes(features: str, cells: list[dict[str, Any]]) -> str:
+    return USES + "\n" + NOTES if features == "minilm" else LM_NOTES + rds_summary(cells)
+
+
+def render_only(args: argparse.Namespace) -> int:
+    """Re-render docs/<stem>.md from docs/<stem>.json (no compute)."""
+    out = Path(args.out)
+    stem = "valuation" if args.features == "minilm" else f"valuation_{args.features}"
+    d = json.loads((out / f"{stem}.json").read_text())
+    cells = d.pop("cells")
+    run = {**d, "targets": targets(cells), "notes": _notes(args.features, cells)}
+    if (out / "img" / f"{stem}_delift.png").is_file():
+        run["notes"] += f"\n\n![within-target Spearman vs LM cost](img/{stem}_delift.png)\n"
+    write_doc(cells, run, out / f"{stem}.md")
+    print(f"re-rendered {out / (stem + '.md')}", file=sys.stderr)
+    return 0
+
+
 USES = """## What nncift select uses
 
-The defaults of `nncift select --method delift|less|selectit` (`nncift.design_valuation.DEFAULT_FOR`)
-come from the cells above (chatterbot 140 x 70, 5 seeds); the 300 x 100 mixed matrix is still
-being labelled (benches/build_matrix.py) and is not in them yet.
+The defaults of `nncift select --method delift|less|selectit` (`nncift.design_valuation.DEFAULT_FOR`
+and `DEFAULT_FEATURES_FOR`) come from both real matrix sets above and the same run with RDS+
+features (docs/valuation_lm.md), 5 seeds each. Numbers: the summary tables of the two pages.
 
-| method | default (no --u, --network, --design, --label-budget, --estimator) | why (numbers above) |
+| method | default (no --u, --network, --design, --label-budget, --estimator, --features) | why |
 |---|---|---|
-| delift | `--design active --label-budget 2% --estimator auto` | within-target Spearman on unlabelled pairs at 2% of the LM cost: active / additive+cos 0.185 ± 0.020, block's best (additive+cos-eb) 0.137 ± 0.079, the paper's block + network (network-auto) -0.040 ± 0.072; at 1%: 0.174 ± 0.010 vs 0.089 ± 0.138 and 0.055 ± 0.070 |
-| less | the u-block (`--u 0.05`, about 5% of LESS's per-item gradient passes) with `--estimator auto` | at 1-2% only 1-2 items get a label (nothing learnable); at 5% the block was best (overlap at 10%: block / kernel 0.200 vs random 0.100) |
-| selectit | the u-block (5% of the items, drawn at random: the `random` design) with `--estimator auto` | every design is at the random level at 1-5%; the network ranked no better than additive |
+| delift | `--design active --label-budget 2% --estimator auto --features lm` | within-target Spearman on unlabelled pairs at 2% of the LM cost, best labelled row: chatterbot 0.185 (MiniLM, active / additive+cos) -> 0.267 (RDS+ features, active / additive+cos-eb); mixed 300 x 100 0.135 (MiniLM, spread / additive+cos) -> 0.153 (RDS+, spread / kernel). No design wins on both: active is best on chatterbot, and on the mixed matrix with RDS+ features active / kernel (0.127) is within the seeds' spread of the block (0.139); spread does not fit 2% on chatterbot (an example prefix costs ~4 pairs' tokens). The paper's block + network ranks at -0.040 / 0.058. |
+| less | the u-block (`--u 0.05`) with `--estimator auto`, MiniLM | mixed 1,000 x 100: every design and estimator at 1-5% overlaps the exact top 10% by 0.15-0.16 (random 0.10), exactly what MiniLM's cosine gives with no labels (0.150); RDS+ features add nothing (0.14-0.16) |
+| selectit | the u-block (5% of the items, at random) with `--estimator auto`, MiniLM | mixed 1,000: 0.12-0.16 overlap at 10% (random 0.10), best diverse / additive 0.160 at 5%; the paper's network 0.102-0.130; RDS+ features within the spread |
 | delift-se | the paper (u-block, InfluenceNetwork) | not benchmarked: its labels cost no LM |
 
 `--estimator auto` fits `additive+cos`, `additive+cos-eb`, `additive`, `lowrank`, `kernel`,
 `cosine-linear` and `constant` (pointwise: `additive`, `kernel`, `constant`) on the labels
 with each fold of the labelled pool items held out in turn (5 folds), and keeps the first, in
-that order, whose held-out rank score is within one jackknife standard error of the best
-(the rule of `--network auto`). The score is Spearman within each target with at least 5
-held-out pairs; sparse designs label fewer per target, and then labels and predictions are
-centred per target and ranked pooled (or pooled as they are when targets have one label each).
-The manifest records the criterion, the chosen estimator's score and every candidate's.
-A chosen score at or below 0 is warned about (`results.warnings`). Choosing from the labels
-alone costs little against knowing the best estimator (`python benches/valuation_auto.py`,
-the same matrix and designs, 5 seeds, within-target Spearman on unlabelled pairs):
+that order, whose held-out rank score is within one jackknife standard error of the best.
+`python benches/valuation_auto.py [--matrices mixed] [--features lm]` measures the choice
+against knowing the best estimator (chatterbot, MiniLM: 0.174 vs 0.174 at 1%, 0.183 vs 0.185
+at 2%).
 
-| cost | design | auto | additive+cos | additive+cos-eb | auto chose |
-|---|---|---|---|---|---|
-| 1% | active | 0.174 | 0.174 | 0.114 | additive+cos 5/5 |
-| 2% | active | 0.183 | 0.185 | 0.177 | additive+cos 4/5, additive+cos-eb 1/5 |
-| 5% | active | 0.157 | 0.157 | 0.180 | additive+cos 5/5 |
-| 5% | spread | 0.212 | 0.220 | 0.223 | additive+cos 3/5, kernel 2/5 |
+**Targets.** DELIFT ">= 2x the block's within-target Spearman at <= 2%" is missed on both
+matrices (chatterbot 0.185 vs 2 x 0.137; mixed 0.135 vs 2 x 0.109; with RDS+ features 0.267 vs
+2 x 0.246 and 0.153 vs 2 x 0.139): the block with a good estimator is already most of what the
+labels give. ">= half the item-mean oracle" is met on chatterbot (0.137 needed) and on the
+mixed matrix only with RDS+ features (0.153 vs 0.144; MiniLM 0.135). Selection overlap >= 1.5x
+random: DELIFT at 10% on both matrices at every cost, at 30% only on the mixed matrix at 5%;
+LESS at 10% on the mixed matrix (0.152-0.156, barely) and at 5% on chatterbot; SelectIT only at
+5% on the mixed matrix (0.160); at 30% no LESS or SelectIT row reaches 0.45.
 
-What the defaults do not do: **every DELIFT target of issue 16 was missed.** At 1% active /
-additive+cos reached 0.174, short of 2x the block's 0.089 (0.178) by 0.004; at 2% it reached
-0.185, short of 2x the block's 0.137 (0.274) by 0.089 (both above half the item-mean oracle,
-0.137). The cosine of the MiniLM embeddings alone, with no labels, ranks within targets at
-0.181: at 1-2% of the LM cost the labels add almost nothing over it, and the estimator's
-cosine term carries most of the ranking. Spread + additive+cos-eb is the best cell at 5%
-(0.223 ± 0.034). Selection overlap at 30% stayed at the random level for every function.
-`--design block --network paper` (or `--u U` alone) still runs the paper.
-
-**The stronger cheap route: RDS+ features** (docs/valuation_lm.md, `python benches/valuation.py
---features lm`, same matrix, 5 seeds). The cosine of SmolLM2's own pooled hidden states
-(`--method rds`, or `--features lm` for the estimators), with no labels at all, ranks DELIFT's
-examples within each target at 0.277 - above every labelled design and estimator with MiniLM
-features (best 0.223 at 5%), level with the best ones reading the RDS+ features (0.267-0.268
-at 1-5%) and with the item-mean oracle (0.273) - for one LM forward per pool item and target
-(~2% of the full matrix's passes). At a 30% selection budget its subset overlaps the exact
-DELIFT subset by 0.50 (random 0.30; objective ratio 0.957, the best row). For LESS its overlap
-is 0.286 / 0.500 at 10% / 30% (random 0.1 / 0.3) with no gradients at all. On this matrix,
-then, paying for DELIFT or LESS labels buys nothing that the LM's own representation does not
-already give: `nncift select --method rds` is the recommendation at equal cost, and
-`--features lm` the one for users who want NN-CIFT's labels anyway. The default stays MiniLM
-until the 300 x 100 mixed matrix (benches/build_matrix.py, being labelled) confirms it.
+**What changed with the larger matrix.** On chatterbot the label-free RDS+ cosine ranked
+DELIFT's examples within targets at 0.277, level with the oracle; on the mixed 300 x 100 matrix
+it ranks at 0.041 (MiniLM's cosine 0.088, oracle 0.288). The chatterbot finding was a property
+of that data set, not of DELIFT, and `--method rds` is no substitute for DELIFT labels in
+general; RDS+ features help as inputs to the estimators (above), where the labels tell how to
+use them. On the mixed matrix the item effects carry most of what is learnable (oracle 0.288):
+designs that label many pool items (spread at 5%: 0.19-0.22) beat the block (0.15-0.21).
 
 Costs: `--label-budget P%` is a share of labelling every pair, counted as the benchmark
 counts it for DELIFT (tokens: an example prefix is paid once per pool item and costs several
@@ -1024,7 +1027,9 @@ passes for LESS and SelectIT (and for DELIFT on Ray, where the driver holds no t
 `N` is pairs (items for selectit), `Nitems` distinct pool items; LM time (`--label-budget
 20min`) is priced into the share it buys on this machine (`nncift.lm_work.seconds_to_share`: the
 run's own passes over every pair, timed with the cached LM probe that `--dry-run` uses; LESS's
-warm-up comes off first), and the manifest records the price next to the seconds spent.
+warm-up comes off first), and the manifest records the price next to the seconds spent. RDS+
+features cost one LM forward per pool item and target: 1.3% of the mixed matrix's passes, 2.1%
+of chatterbot's, and less the larger the matrix (items grow as m + n, pairs as m x n).
 """
 
 LM_NOTES = """## What this run adds
@@ -1032,8 +1037,9 @@ LM_NOTES = """## What this run adds
 The estimators here read RDS+ features (`--features lm`: SmolLM2's final hidden states,
 position-weighted mean over prompt and response) instead of MiniLM embeddings; `none / rds+`
 is their cosine with no labels at all, `none / embedding` MiniLM's. The features cost one LM
-forward per pool item and target (`matrix_info.delift.lm_features` in the JSON: about 2% of
-the full DELIFT matrix's passes), so a design at 1-2% plus the features costs 2-4%. Compare
+forward per pool item and target (`matrix_info.delift.lm_features` in the JSON: 2.1% of the
+chatterbot DELIFT matrix's passes, 1.3% of the mixed one's, less on larger matrices), so a
+design at 1-2% plus the features costs 2-4% here. Compare
 rows here with `none / rds+` (the features alone) and with docs/valuation.md (MiniLM).
 """
 
@@ -1064,7 +1070,7 @@ def rds_summary(cells: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-NOTES = """## What was tried, and what it says
+NOTES = """## What was tried, and what it says (first on chatterbot 140 x 70)
 
 * Cost decides the designs. DELIFT's cost in tokens is dominated by pairs only in the full
   matrix: an example prefix (~90 tokens with the stored run's 64-token cap) costs about four
@@ -1079,13 +1085,15 @@ NOTES = """## What was tried, and what it says
   with no labels at all it ranks within targets at ~0.18 on this matrix. `additive+cos`
   (the cosine's weight fitted with the effects) carries it and is the best estimator at
   every cost; the design then matters less than the estimator.
-* LESS at 1-5% of its per-item gradient passes labels 1-10 items: nothing learnable;
-  SelectIT at 1-5% of its passes labels 1-7 items: the same. Their selection rows are at
-  the random level; only more labels (or RDS+ features, `--features lm`) can change that.
+* LESS at 1-5% of its per-item gradient passes labels 1-10 of chatterbot's items: nothing
+  learnable; SelectIT at 1-5% labels 1-7 items: the same. On the 1,000-item mixed matrices
+  (10-50 items labelled) LESS's rows reach 1.5x random at 10% and no more, no better than
+  MiniLM's cosine alone; SelectIT's reach 1.2-1.6x.
 * Low-rank side-feature interaction (rank 2 on 16 PCA axes) adds nothing over additive+cos;
   kernel regression over pairs is close to additive+cos on the block and worse elsewhere.
-* Left: the larger 300 x 100 real DELIFT matrix (hours of LM labelling), RDS+ features
-  (`--features lm`, python/nncift/lm_features.py), and the pipeline/CLI integration.
+* The interaction part (what the item-mean oracle leaves out) stays unpredicted: no
+  estimator exceeds the oracle on either matrix, and the label-free similarity that carried
+  it on chatterbot (RDS+ cosine 0.277) carries almost nothing on the mixed matrix (0.041).
 """
 
 if __name__ == "__main__":
