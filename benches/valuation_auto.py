@@ -1,6 +1,6 @@
 """`--estimator auto` against a fixed estimator on the real DELIFT matrices.
 
-For the designs `nncift select` uses (active; spread where the budget allows it) at 1%, 2% and
+For the designs `nncift select` can default to (active, block; spread where the budget allows it) at 1%, 2% and
 5% of the full matrix's LM tokens, 5 seeds: the estimator `nncift.effects.choose_effects`
 picks from the labels alone (held-out labelled pool items), and the within-target Spearman on
 unlabelled pairs of its prediction, of `additive+cos` and of `additive+cos-eb`. Prints one
@@ -45,6 +45,8 @@ def run_matrix(mx: V.Matrix) -> None:
         budget = frac * mx.full_cost
         for seed in range(5):
             designs = {"active": V.active_design(mx, budget, seed)}
+            blk = D.block_for_budget(m, n, budget=budget, cost=mx.cost, seed=seed)
+            designs["block"] = (blk, mx.values[blk.rows, blk.cols])
             try:
                 d = D.spread_for_budget(m, n, budget=budget, cost=mx.cost, seed=seed)
                 designs["spread"] = (d, mx.values[d.rows, d.cols])

@@ -85,10 +85,10 @@ def test_each_design_end_to_end_with_its_manifest(
         assert sum(r["labels"] for r in rounds) == pairs
 
 
-def test_delift_default_is_active_at_two_percent_with_a_real_lm(
+def test_delift_default_is_a_block_at_two_percent_with_a_real_lm(
     files: tuple[Path, Path, Path], tiny_lm_dir: Path, tmp_path: Path
 ) -> None:
-    """No design option: delift uses the benchmark's default (active, 2% of the LM passes,
+    """No design option: delift uses the benchmark's default (block, 2% of the LM passes,
     auto estimator); the manifest records the LM passes, tokens and seconds spent."""
     _, _, small = files
     out = tmp_path / "d.jsonl"
@@ -98,7 +98,7 @@ def test_delift_default_is_active_at_two_percent_with_a_real_lm(
     assert code == 0, output
     m = manifest_of(out)
     d = m["results"]["valuation"]["designs"]["data"]
-    assert d["design"] == "active" and d["label_budget"]["text"] == "2%"
+    assert d["design"] == "block" and d["label_budget"]["text"] == "2%"
     assert d["label_budget"]["unit"] == "share" and 0 < d["budget_used"] <= 0.02
     cost = d["lm_cost"]
     assert cost["passes"] > 0 and cost["tokens"] > 0 and cost["seconds"] > 0
@@ -309,9 +309,11 @@ def test_dry_run_prices_a_design(
     # 40 pairs, one per pool item (no shared prefix), 40 distinct targets: 40 + 40 passes.
     assert "spread design: 40 pairs over 40 pool items" in output
     assert "(80 LM passes" in output and "estimate_data" in output
-    code, output = run(*args)  # the default: active at 2%
+    code, output = run(*args, "--design", "active", "--label-budget", "2%")
     assert code == 0, output
     assert "active design" in output and "then up to 3 rounds to the budget (2%" in output
+    code, output = run(*args)  # the default: the largest block within 2%
+    assert code == 0 and "block design" in output, output
     assert not (tmp_path / "never.jsonl").exists()
 
 

@@ -101,13 +101,17 @@ def resolve_design(options: Any) -> DesignChoice:
 #: What `nncift select --method M` uses when none of --u, --network, --design,
 #: --label-budget, --estimator is given: (design, label budget, estimator), from the
 #: benchmark (docs/valuation.md, "what nncift select uses"). None: the paper (first-u block
-#: with u = 0.05, InfluenceNetwork). delift: the active design at 2% of the full matrix's LM
-#: passes with the auto estimator (active / additive+cos ranked best within targets at 1-2%);
+#: with u = 0.05, InfluenceNetwork). delift: the largest first-u block within 2% of the full
+#: matrix's LM cost, with the auto estimator (and RDS+ features, DEFAULT_FEATURES_FOR): as
+#: `nncift select` runs it (auto), within-target Spearman at 2% was 0.169 / 0.139 on the
+#: chatterbot / mixed matrices, against 0.183 / 0.092 for active + MiniLM, 0.216 / 0.073 for
+#: active + RDS+, 0.111 / 0.095 for block + MiniLM (benches/valuation_auto.py): the best mean
+#: and the best worst case;
 #: less and selectit: the u-block (about 5% of their per-item LM cost, the cost where
 #: anything was learnable) with the auto estimator (the network ranked no better);
 #: delift-se: not benchmarked (its labels cost no LM), the paper.
 DEFAULT_FOR: dict[str, tuple[str, str | None, str] | None] = {
-    "delift": ("active", DEFAULT_LABEL_BUDGET, "auto"),
+    "delift": ("block", DEFAULT_LABEL_BUDGET, "auto"),
     "delift-se": None,
     "less": ("block", None, "auto"),
     "selectit": ("block", None, "auto"),
@@ -117,8 +121,8 @@ DEFAULT_FOR: dict[str, tuple[str, str | None, str] | None] = {
 #: What the estimators read (`--features`) when `nncift select --method M` runs its benchmarked
 #: default (DEFAULT_FOR) and --features is not given; the paper's path reads MiniLM (its
 #: embeddings), whatever this says. From docs/valuation.md ("What nncift select uses").
-#: delift: RDS+ features raised the best within-target Spearman at 2% of the LM cost on both
-#: real matrices (chatterbot 0.185 -> 0.267, mixed 0.135 -> 0.153) for one LM forward per item;
+#: delift: with the block at 2% and auto, RDS+ features raised within-target Spearman on both
+#: real matrices (chatterbot 0.111 -> 0.169, mixed 0.095 -> 0.139) for one LM forward per item;
 #: less / selectit: no difference beyond the seeds' spread, so the cheaper MiniLM.
 DEFAULT_FEATURES_FOR: dict[str, str] = {
     "delift": "lm",
