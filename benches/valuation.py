@@ -240,6 +240,7 @@ def mixed_matrices(args: argparse.Namespace) -> list[Matrix]:
 
     values: dict[str, np.ndarray] = {}
     configs: dict[str, dict[str, Any]] = {}
+    specs: dict[str, dict[str, Any]] = {}
     cost: dict[str, Any] | None = None
     for fn, folder in OUTS.items():
         got = _label_folder(folder)
@@ -248,6 +249,7 @@ def mixed_matrices(args: argparse.Namespace) -> list[Matrix]:
             continue
         values[fn], manifest = got
         configs[fn] = manifest["spec"]["config"]
+        specs[fn] = manifest["spec"]
         if fn == "delift":
             cost = manifest.get("cost_total")
     if not values:
@@ -256,7 +258,7 @@ def mixed_matrices(args: argparse.Namespace) -> list[Matrix]:
     pool = items_from_records(pool_recs, source="mixed")
     tgt = items_from_records(tgt_recs, source="mixed-targets")
     for fn, v in values.items():  # the rebuilt texts must be the ones labelled
-        spec = _label_folder(OUTS[fn])[1]["spec"]  # type: ignore[index]
+        spec = specs[fn]
         if items_digest(pool.subset(range(v.shape[0]))) != spec["pool"] or (
             spec.get("targets") and items_digest(tgt) != spec["targets"]
         ):

@@ -93,14 +93,16 @@ class _PlanValuer(Valuer):
     def _function_for(self, targets: tuple[Any, Any], stack: Any) -> Any:
         return self.function(targets[0])
 
-    def _throughput_for(self, fn: Any) -> Any:
-        """The probe the plan prices with: probed (loading the LM) when not given or cached."""
+    def _throughput_for(self, fn: Any = None) -> Any:
+        """The probe the plan prices with: probed (loading the LM) when not given or cached.
+        fn: the run's influence function (LESS's probe is per its settings; built when None)."""
         from nncift import lm_probe
         from nncift.embed import default_cache_dir
 
         if self.throughput is None:
             less = None
             if self.opt.method == "less":
+                fn = fn if fn is not None else self.function(self.target)
                 less = (lm_probe.less_settings_key(fn), _less_builder(self))
             self.throughput, _, self.probe_cached = lm_probe.get_throughput(
                 self.cache or default_cache_dir(), lm=self.opt.lm, device=self.opt.device,
@@ -221,17 +223,9 @@ def plan_valuation(
                              lm=shell() if uses_lm and _time_budget(options) else lm)  # fmt: skip
     if uses_lm and valuer._lm is None:
         valuer._lm = shell()
-    # A time budget was priced with the probe during the checks (probing it if need be).
-    throughput = valuer.throughput
-    probe_cached = valuer.probe_cached
-    if uses_lm and throughput is None:
-        less = None
-        if method == "less":
-            less = (lm_probe.less_settings_key(valuer.function(target)), _less_builder(valuer))
-        throughput, _, probe_cached = lm_probe.get_throughput(
-            cache, lm=options.lm, device=options.device, dtype=options.dtype,
-            max_length=options.max_length, less=less,
-        )  # fmt: skip
+    if uses_lm:  # probed already if a time budget was priced during the checks
+        valuer._throughput_for()
+    throughput, probe_cached = valuer.throughput, valuer.probe_cached
 
     plans: list[StagePlan] = []
     for name, rows, cols, targets in valuer.blocks:
@@ -248,9 +242,9 @@ def plan_valuation(
             elif method == "less":
                 assert cols is not None
                 work = less_work(fn, rows, cols)
-                less_probe = throughput.less.get(
-                    lm_probe._digest(lm_probe.less_settings_key(fn))
-                ) if throughput is not None else None  # fmt: skip
+                less_probe = (
+                    throughput.less.get(lm_probe_digest(fn)) if throughput is not None else None
+                )
             else:
                 work = selectit_work(fn, rows)
             label.lm_passes, label.tokens = work.passes, work.tokens
