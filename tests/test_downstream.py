@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from nncift.data import Items
 from nncift.downstream import (
+    epoch_batches,
     finetune_evaluate,
     finetune_lora,
     icl_evaluate,
@@ -75,6 +76,32 @@ def test_lora_fine_tuning_learns_and_base_model_is_restored(lm) -> None:  # type
     assert set(after) == set(before)  # no LoRA modules left behind
     for k, v in before.items():
         assert np.array_equal(v.numpy(), after[k].numpy())
+
+
+def test_epoch_batches_cover_every_example_once_and_grouping_cuts_padding() -> None:
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(5, 300, size=1000).tolist()
+    padded = {}
+    for grouped in (False, True):
+        batches = epoch_batches(lengths, 8, np.random.default_rng(1), group_by_length=grouped)
+        flat = [i for b in batches for i in b]
+        assert sorted(flat) == list(range(1000))
+        assert all(1 <= len(b) <= 8 for b in batches)
+        padded[grouped] = sum(len(b) * max(lengths[i] for i in b) for b in batches)
+    # Grouping by length must waste far less padding than random batches.
+    assert padded[True] < 0.75 * padded[False]
+    assert padded[True] >= sum(lengths)
+
+
+def test_bf16_length_grouped_fine_tuning_learns(lm) -> None:  # type: ignore[no-untyped-def]
+    train = items([("Say the magic word.", "banana banana banana"), ("Hi?", "banana")] * 4)
+    all_linear = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    model, losses = finetune_lora(
+        lm, train, epochs=4, lr=5e-2, batch_size=2, rank=8, target_modules=all_linear,
+        bf16=True, group_by_length=True,
+    )  # fmt: skip
+    lm.model = model.unload()
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0] - 0.2
 
 
 def test_nearest_demonstrations_and_icl_run(lm) -> None:  # type: ignore[no-untyped-def]

@@ -331,6 +331,10 @@ def test_run_probe_nncift_rows(lm, tiny_lm_dir: Path, tmp_path: Path) -> None:  
         r = rows[name]
         assert r["k"] == 6 and r["lm_passes"] > 0 and r["valuation_seconds"] > 0
         assert r["vs_random"] is not None  # a paired difference like every other row
+    # Each NN-CIFT row against the best label-free row (only random here), then the designs.
+    comps = [(c["row"], c["ref"]) for c in out["comparisons"]]
+    assert comps == [(n, "random") for n in INFLUENCE_ROWS] + [tuple(INFLUENCE_ROWS)]
+    assert all(c["ci"][0] <= c["difference"] <= c["ci"][1] for c in out["comparisons"])
     again = run_probe(cfg, lm, FakeEmbedder(), cache_dir=tmp_path, data=data)
     for name in INFLUENCE_ROWS:
         r = {x["row"]: x for x in again["rows"]}[name]

@@ -638,7 +638,15 @@ def probe_lines(P: dict[str, Any]) -> list[str]:
         f"prompt (checked in code: `nncift.probe.check_disjoint`). Prompts cut to "
         f"{d['max_prompt_chars']} and responses to {d['max_response_chars']} characters. Each "
         f"subset: LoRA r = {ft['rank']} on {', '.join(ft['target_modules'])}, {ft['epochs']} "
-        f"epoch(s), lr {ft['lr']}, batch {ft['batch_size']}, {ft['max_length']} tokens; seeds "
+        f"epoch(s), lr {ft['lr']}, batch {ft['batch_size']}"
+        + (" grouped by length" if ft.get("group_by_length") else "")
+        + (
+            ", trained under bfloat16 autocast where the device has native bf16 (weights, "
+            "optimiser and every evaluation float32)"
+            if ft.get("bf16")
+            else ", float32"
+        )
+        + f", {ft['max_length']} tokens; seeds "
         f"{c['seeds']} (the LoRA seed, and random's draw). Metric: mean NLL per reference-"
         f"response token over the {d['n_test']} test items ({P['tokens_scored']:,} tokens, "
         f"response tokens only), and ROUGE-L of greedy answers ({ft['max_new_tokens']} new "
@@ -702,6 +710,30 @@ def probe_lines(P: dict[str, Any]) -> list[str]:
         )
     )
     L.append("")
+    comps = P.get("comparisons") or []
+    if comps:
+        L.append(
+            "NN-CIFT against the strongest label-free row at its budget (the row with the lowest "
+            "mean NLL, chosen after the fact, which favours the baseline) and the two NN-CIFT "
+            "designs against each other (paired Δ NLL, negative = the first row is better):"
+        )
+        L.append("")
+        L.append(
+            _table(
+                ["row", "against", "budget", "Δ NLL [95% CI]", "minimum detectable"],
+                [
+                    [
+                        ROW_LABELS.get(x["row"], x["row"]),
+                        ROW_LABELS.get(x["ref"], x["ref"]),
+                        f"{100 * x['budget']:g}%",
+                        _ci(x),
+                        f"{x['mdd']:.4f}",
+                    ]
+                    for x in comps
+                ],
+            )
+        )
+        L.append("")
     L.append(
         f"Valuation seconds: the embedding rows pay for embedding pool and targets "
         f"({_secs(P['valuation_seconds'].get('embed', 0.0))} in this run, less where the "
@@ -767,6 +799,10 @@ def numbers(cfg: Config, R: dict[str, Any]) -> dict[str, Any]:
                 "finetune_seconds": r["finetune_seconds"],
             }
             for r in P["rows"]
+        ]
+        out["probe_comparisons"] = [
+            {"row": x["row"], "ref": x["ref"], "budget": x["budget"]} | _d(x)  # type: ignore[operator]
+            for x in P.get("comparisons") or []
         ]
         out["probe_base_nll"] = P["base"]["nll"]
     return out

@@ -244,6 +244,36 @@ def icl_evaluate(
     return score_generations(generations, test.responses, embedder, time.perf_counter() - t0)
 
 
+def epoch_batches(
+    lengths: Sequence[int], batch_size: int, rng: np.random.Generator, *, group_by_length: bool
+) -> list[list[int]]:
+    """One epoch's batches of example indices: a seeded shuffle cut into batches; with
+    `group_by_length`, each window of 16 batches is sorted by length before it is cut, and the
+    batches' order shuffled again (every example still appears exactly once)."""
+    order = [int(i) for i in rng.permutation(len(lengths))]
+    if not group_by_length:
+        return [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
+    window = 16 * batch_size
+    batches = []
+    for w in range(0, len(order), window):
+        chunk = sorted(order[w : w + window], key=lambda i: lengths[i])
+        batches += [chunk[s : s + batch_size] for s in range(0, len(chunk), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def bf16_supported(device: Any) -> bool:
+    """Whether bfloat16 autocast is fast here: CUDA with bf16, or a CPU with native bf16 (oneDNN);
+    elsewhere it would be emulated and slower than float32."""
+    import torch
+
+    kind = torch.device(device).type
+    if kind == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    if kind == "cpu":
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return False
+
+
 def finetune_lora(
     lm: Any,
     train: Items,
@@ -255,11 +285,18 @@ def finetune_lora(
     max_length: int = 384,
     seed: int = 0,
     target_modules: Sequence[str] = ("q_proj", "v_proj"),
+    bf16: bool = False,
+    group_by_length: bool = False,
 ) -> tuple[Any, list[float]]:
     """LoRA fine-tuning with loss on response tokens only. Returns (peft model, epoch losses).
 
     The adapter is injected into `lm.model` in place; `model.unload()` removes it again
-    (as `finetune_evaluate` does).
+    (as `finetune_evaluate` does). `bf16` runs forward and backward under bfloat16 autocast
+    (weights, optimiser state and loss stay float32) where the device supports it
+    (`bf16_supported`; float32 otherwise); `group_by_length` batches examples of similar
+    length (shuffled, then sorted within windows of 16 batches, batch order shuffled): less
+    padding. Together ~4x faster on an AVX-512-BF16 CPU (5.6 vs 22.7 ms per real token,
+    SmolLM2-135M, batch 8, one thread).
     """
     import torch
     from peft import LoraConfig, get_peft_model
@@ -286,12 +323,13 @@ def finetune_lora(
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
     rng = np.random.default_rng(seed)
     losses = []
+    use_bf16 = bf16 and bf16_supported(lm.device)
     model.train()
     for _ in range(epochs):
-        order = rng.permutation(len(examples))
+        lengths = [len(ids) for ids, _ in examples]
         total, count = 0.0, 0
-        for start in range(0, len(order), batch_size):
-            batch = [examples[i] for i in order[start : start + batch_size]]
+        for chosen in epoch_batches(lengths, batch_size, rng, group_by_length=group_by_length):
+            batch = [examples[i] for i in chosen]
             width = max(len(ids) for ids, _ in batch)
             ids = torch.full((len(batch), width), pad, dtype=torch.long)
             labels = torch.full((len(batch), width), -100, dtype=torch.long)
@@ -301,11 +339,12 @@ def finetune_lora(
                 labels[b, : len(y)] = torch.tensor(y)
                 mask[b, : len(x)] = 1
             # Padding carries label -100 and mask 0: no loss on padding.
-            out = model(
-                input_ids=ids.to(lm.device),
-                attention_mask=mask.to(lm.device),
-                labels=labels.to(lm.device),
-            )
+            with torch.autocast(torch.device(lm.device).type, torch.bfloat16, enabled=use_bf16):
+                out = model(
+                    input_ids=ids.to(lm.device),
+                    attention_mask=mask.to(lm.device),
+                    labels=labels.to(lm.device),
+                )
             opt.zero_grad()
             out.loss.backward()
             opt.step()

@@ -344,6 +344,10 @@ class FinetuneSettings:
     n_rouge: int = 60  # test items answered greedily for ROUGE-L (the first n)
     max_new_tokens: int = 24
     eval_batch_size: int = 16
+    # Training only (evaluation stays float32): bfloat16 autocast where the device has native
+    # bf16, and length-grouped batches; ~4x faster fine-tunes on this project's CPUs.
+    bf16: bool = True
+    group_by_length: bool = True
 
 
 def items_digest(items: Items) -> str:
@@ -357,12 +361,16 @@ def items_digest(items: Items) -> str:
 
 def finetune_key(lm: Any, train: Items, test: Items, settings: FinetuneSettings, seed: int) -> str:
     """Cache key of one fine-tune + evaluation: LM, training subset, test set, settings, seed."""
+    from nncift.downstream import bf16_supported
+
     spec = {
         "lm": str(getattr(lm, "name", "")),
         "train": items_digest(train),
         "test": items_digest(test),
         "settings": asdict(settings),
         "seed": int(seed),
+        # bf16 autocast is used only where the device has it: the precision actually used.
+        "bf16": bool(settings.bf16 and bf16_supported(getattr(lm, "device", "cpu"))),
         "v": 1,
     }
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:24]
@@ -418,7 +426,7 @@ def _evaluate(
     seed: int,
     path: Path | None,
 ) -> dict[str, Any]:
-    from nncift.downstream import _chat, _generate, finetune_lora, rouge
+    from nncift.downstream import _chat, _generate, bf16_supported, finetune_lora, rouge
     from nncift.io import write_text_atomic
 
     t0 = time.perf_counter()
@@ -435,6 +443,8 @@ def _evaluate(
             max_length=settings.max_length,
             seed=seed,
             target_modules=settings.target_modules,
+            bf16=settings.bf16,
+            group_by_length=settings.group_by_length,
         )
     t_ft = time.perf_counter() - t0
     try:
@@ -469,6 +479,9 @@ def _evaluate(
             )
         ),
         "seconds": {"finetune": t_ft, "nll": t_nll, "rouge": t_rouge},
+        "train_precision": "bf16-autocast"
+        if settings.bf16 and bf16_supported(lm.device)
+        else "float32",
     }
     if path is not None:
         write_text_atomic(path, json.dumps(out))
@@ -732,6 +745,30 @@ def run_probe(
     return summarise(config, data, subsets, runs, base, {"embed": t_emb, **cost})
 
 
+def _comparisons(
+    rows: list[dict[str, Any]], diff: Callable[[str, str, str], dict[str, Any] | None]
+) -> list[dict[str, Any]]:
+    """Each NN-CIFT row against the strongest label-free row at its budget (lowest mean NLL:
+    picked after the fact, so the comparison favours the baseline), and NN-CIFT's default
+    design against the paper's. Paired NLL differences, negative = the first row is better."""
+    out = []
+    for r in rows:
+        if r["row"] not in INFLUENCE_ROWS:
+            continue
+        b = r["budget"]
+        free = [x for x in rows if x["budget"] == b and x["row"] in ROWS]  # label-free
+        if free:
+            best = min(free, key=lambda x: x["nll"])
+            d = diff(f"{r['row']}@{b}", f"{best['row']}@{b}", "nll_sum")
+            if d is not None:
+                out.append({"row": r["row"], "ref": best["row"], "budget": b, **d})
+    for b in sorted({r["budget"] for r in rows}):
+        d = diff(f"{INFLUENCE_ROWS[0]}@{b}", f"{INFLUENCE_ROWS[1]}@{b}", "nll_sum")
+        if d is not None:
+            out.append({"row": INFLUENCE_ROWS[0], "ref": INFLUENCE_ROWS[1], "budget": b, **d})
+    return out
+
+
 def _source_share(data: ProbeData, idx: np.ndarray) -> float:
     """Share of chosen items from the targets' source."""
     kind = data.info.get("target_source", "chatterbot")
@@ -809,6 +846,7 @@ def summarise(
     b0 = config.budgets[0]
     power = diff(f"embedding-flmi@{b0}", f"random@{b0}", "nll_sum")
     return {
+        "comparisons": _comparisons(rows, diff),
         "config": {**asdict(config), "finetune": asdict(config.finetune)},
         "data": data.info,
         "base": {"nll": base["nll"], "rougeL": float(np.mean(base["rougeL"]))},
