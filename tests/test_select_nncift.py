@@ -200,6 +200,50 @@ def test_fl_target_labels_only_the_pool_x_target_kernel(
     assert code != 0 and "give --target" in output
 
 
+def test_flqmi_reads_the_pool_x_target_kernel_and_ranks_past_saturation(
+    files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """--objective flqmi: FL over the targets + eta * each item's best target value (PRISM's
+    FLQMI) on K[pool, target] alone: no pool x pool labels, the same subset as nncift.select's
+    mix on that kernel, and - unlike fl-target - every pick has a gain past saturation."""
+    from nncift.data import load_items
+    from nncift.embed import Embedder
+    from nncift.selection import select
+
+    pool, target = files
+    base = ["select", "--pool", str(pool), "--target", str(target), "--objective", "flqmi",
+            "--budget", "60", "--cache-dir", str(tmp_path / "c")]  # fmt: skip
+    items = load_items(str(pool))
+    emb = Embedder(progress=False, cache_dir=str(tmp_path / "c"))
+    pe, te = emb.embed(items.texts), emb.embed(load_items(str(target)).texts)
+    cos = pe @ te.T
+    k01 = ((cos - cos.min()) / (cos.max() - cos.min())).astype(np.float32)
+    for method, kernel, extra in (
+        ("delift-se", k01, ["--exact"]),
+        ("embedding", np.maximum(cos, 0).astype(np.float32), ["--eta", "0.5"]),
+    ):
+        out = tmp_path / f"{method}.jsonl"
+        code, output = run(*base, "--method", method, *extra, "--out", str(out))
+        assert code == 0, output
+        m = manifest_of(out)
+        assert m["options"]["objective_resolved"] == "flqmi"
+        assert "label_data" not in m["stages"]
+        eta = 0.5 if "--eta" in extra else 1.0
+        want = select("mix", budget=60, kernel=kernel, scores=eta * kernel.max(axis=1),
+                      random_state=0)  # fmt: skip
+        lines = [json.loads(x) for x in out.read_text().splitlines()]
+        got = [items.ids.index(x["nncift_id"]) for x in lines]
+        assert got == want.indices.tolist()
+        # 60 picks for 40 targets: fl-target would tie after saturation; flqmi still gains.
+        assert all(x["nncift_gain"] > 0 for x in lines)
+    fl = tmp_path / "fl.jsonl"
+    code, output = run(*base, "--method", "delift-se", "--exact", "--objective", "fl-target",
+                       "--out", str(fl))  # fmt: skip
+    assert code == 0, output
+    gains = [json.loads(x)["nncift_gain"] for x in fl.read_text().splitlines()]
+    assert sum(g == 0 for g in gains) > 0  # FL over 40 targets saturates within 60 picks
+
+
 def test_errors_a_user_can_hit(files: tuple[Path, Path], tmp_path: Path) -> None:
     pool, target = files
     out = str(tmp_path / "x.jsonl")

@@ -613,8 +613,8 @@ ROW_LABELS = {
     "embedding-fl": "embedding FL",
     "embedding-flmi": "embedding FLMI to the targets",
     "rds": "RDS+ (top-k, mean cosine to the targets)",
-    "nncift-delift": "NN-CIFT DELIFT, nncift's default design (FL over the targets)",
-    "nncift-delift-paper": "NN-CIFT DELIFT as in the paper (u-block, its network; FL over the "
+    "nncift-delift": "NN-CIFT DELIFT, nncift's default design (FLQMI to the targets)",
+    "nncift-delift-paper": "NN-CIFT DELIFT as in the paper (u-block, its network; FLQMI to the "
     "targets)",
     "full": "full data",
 }

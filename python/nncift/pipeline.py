@@ -38,9 +38,14 @@ from nncift.select_options import (
     SelectOptions,
     valuation_options,
 )
-from nncift.valuation import TARGET_FL, TARGET_OBJECTIVES
+from nncift.valuation import QUERY_ONLY_OBJECTIVES, TARGET_OBJECTIVES, TARGET_QMI
 
 log = logging.getLogger(__name__)
+
+
+def _cosine(options: SelectOptions) -> str:
+    """How the run makes cosine similarities non-negative (`nncift.select`'s `cosine`)."""
+    return str(options.selection.get("cosine") or "clip")
 
 
 def resolve_objective(objective: str, method: str, has_target: bool) -> str:
@@ -53,8 +58,8 @@ def resolve_objective(objective: str, method: str, has_target: bool) -> str:
             f"objective mix needs a score per pool item, which --method {method} "
             "does not give: use fl, or nncift.select('mix', ..., scores=...) in Python"
         )
-    if objective == TARGET_FL and not has_target:
-        raise InputError(f"objective {TARGET_FL} serves the target set: give --target")
+    if objective in QUERY_ONLY_OBJECTIVES and not has_target:
+        raise InputError(f"objective {objective} serves the target set: give --target")
     if objective != "auto":
         return objective
     if method in ("less", "selectit"):
@@ -232,7 +237,9 @@ def run_select(
     else:
         if options.method == "rds":
             pool_emb, target_emb = lm_feature_vectors(pool, target, options, manifest, progress)
-            kwargs = embedding_inputs(objective, pool_emb, target_emb, method="rds")
+            kwargs = embedding_inputs(
+                objective, pool_emb, target_emb, method="rds", cosine=_cosine(options)
+            )
         elif embeddings is not None:
             pool_emb, target_emb, model_id = provided_vectors(
                 embeddings, target_embeddings, manifest
@@ -240,7 +247,7 @@ def run_select(
         else:
             pool_emb, target_emb, model_id = embed_items(pool, target, options, manifest, progress)
         if options.method == "embedding":
-            kwargs = embedding_inputs(objective, pool_emb, target_emb)
+            kwargs = embedding_inputs(objective, pool_emb, target_emb, cosine=_cosine(options))
         elif options.method != "rds":
             features = network_features(
                 pool, target, pool_emb, target_emb, model_id, options, manifest, progress
@@ -380,7 +387,7 @@ def _select(
             "embeddings" in inputs
             or ("kernel" in inputs and inputs["kernel"].shape[0] == inputs["kernel"].shape[1])
         )
-        if objective in PARTITIONABLE and square and objective != TARGET_FL:
+        if objective in PARTITIONABLE and square and objective not in QUERY_ONLY_OBJECTIVES:
             extra = {
                 key: v
                 for key, v in options.selection.items()
@@ -394,9 +401,16 @@ def _select(
             return result
         rec["ray"] = f"selection ran on the driver: {objective} has no partition-and-merge"
         log.warning("--ray: %s is selected on this machine (no partition-and-merge)", objective)
+    settings = dict(options.selection)
+    if objective == TARGET_QMI:
+        # FLQMI = fl over the targets + eta * each item's best target value: nncift's mix.
+        eta = settings.pop("eta", None)
+        inputs = {**inputs, "scores": inputs["scores"] * np.float32(1.0 if eta is None else eta)}
+        settings.pop("quality_weight", None)
+        return select("mix", budget=k, random_state=options.seed, **inputs, **settings)
     # fl-target is facility location with the targets as the represented set.
-    name = "fl" if objective == TARGET_FL else objective
-    return select(name, budget=k, random_state=options.seed, **inputs, **options.selection)
+    name = "fl" if objective in QUERY_ONLY_OBJECTIVES else objective
+    return select(name, budget=k, random_state=options.seed, **inputs, **settings)
 
 
 def plan_select(
@@ -505,14 +519,15 @@ def plan_select(
         n_q = len(target) if target is not None and objective in TARGET_OBJECTIVES else 0
         given = options.method not in COSINE_METHODS
         plan = estimate_selection(
-            len(pool), budget=k, d=d, objective="fl" if objective == TARGET_FL else objective,
+            len(pool), budget=k, d=d,
+            objective="fl" if objective in QUERY_ONLY_OBJECTIVES else objective,
             n_queries=n_q, kernel_given=given,
         )  # fmt: skip
         held = ""
         if given and objective != "topk":
             # The predicted dense kernels are held in memory while the selection runs.
             m = len(pool)
-            square = 0 if objective == TARGET_FL else 4 * m * m
+            square = 0 if objective in QUERY_ONLY_OBJECTIVES else 4 * m * m
             kernels = square + 4 * m * n_q
             plan = replace(plan, memory_bytes=plan.memory_bytes + kernels)
             shapes = " + ".join(

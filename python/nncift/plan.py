@@ -34,7 +34,7 @@ from nncift.lm_work import (
 )
 from nncift.valuation import (
     LM_METHODS,
-    TARGET_FL,
+    QUERY_ONLY_OBJECTIVES,
     TARGET_OBJECTIVES,
     Valuation,
     ValuationOptions,
@@ -70,7 +70,7 @@ class _PlanValuer(Valuer):
         self.blocks.append((name, rows, cols, targets))
 
     def _delift_family(self, objective: str) -> Valuation:
-        if objective != TARGET_FL:
+        if objective not in QUERY_ONLY_OBJECTIVES:
             self._block("data", len(self.pool), True, None)
         if objective in TARGET_OBJECTIVES:
             assert self.target is not None
@@ -121,7 +121,7 @@ class _PlanValuer(Valuer):
             assert self.target is not None
             needed.append(("pairwise", len(self.target), False, self.target))
         else:
-            if objective != TARGET_FL:
+            if objective not in QUERY_ONLY_OBJECTIVES:
                 needed.append(("data", len(self.pool), True, None))
             if objective in TARGET_OBJECTIVES:
                 assert self.target is not None

@@ -44,9 +44,10 @@ MDD_FACTOR = 1.959964 + 0.841621
 ROWS = ("random", "length", "embedding-fl", "embedding-flmi", "rds")
 #: NN-CIFT rows: DELIFT values on the pool x target pairs through `nncift select`
 #: (`nncift.pipeline.run_select`, labels and networks cached in the probe's cache), selected
-#: by facility location over the targets (`--objective fl-target`: the paper's FLMI would add
-#: a pool x pool kernel, 4,000,000 pairs on the probe's pool). "nncift-delift": what
-#: `nncift select --method delift` uses by default (the benchmark's design, estimator and
+#: by FL query mutual information on the pool x target kernel (`--objective flqmi`: the
+#: paper's FLMI would add a pool x pool kernel, 4,000,000 pairs on the probe's pool, and
+#: fl-target saturates: with 40 targets it left 194-196 of 200 picks to ties, 2026-12-03).
+#: "nncift-delift": what `nncift select --method delift` uses by default (the benchmark's design, estimator and
 #: features, `nncift.design_valuation.DEFAULT_FOR`); "nncift-delift-paper": the paper's first-u
 #: block and its network trained to convergence, at u = 0.1 (the paper's 0.05 would label 2 of
 #: the 40 targets; the block needs at least 4). Opt-in (`influence_rows`): each
@@ -86,12 +87,12 @@ def influence_subset(
     `passes_this_run` counts only what this call labelled."""
     from nncift.pipeline import run_select
     from nncift.select_options import SelectOptions
-    from nncift.valuation import TARGET_FL, ValuationOptions
+    from nncift.valuation import TARGET_QMI, ValuationOptions
 
     if row not in INFLUENCE_ROWS:
         raise InputError(f"unknown NN-CIFT row {row!r}; choose from {', '.join(INFLUENCE_ROWS)}")
     val = ValuationOptions(method="delift", lm=lm, seed=seed, **options)
-    opts = SelectOptions(budget=k, method="delift", objective=TARGET_FL, seed=seed,
+    opts = SelectOptions(budget=k, method="delift", objective=TARGET_QMI, seed=seed,
                          cache_dir=str(cache_dir), valuation=val)  # fmt: skip
     run = run_select(data.pool, opts, target=data.targets, progress=False)
     passes = lm_seconds = other_seconds = 0.0

@@ -19,7 +19,7 @@ from nncift.errors import InputError
 from nncift.manifest import Manifest
 from nncift.provided_embeddings import ProvidedEmbeddings, check_pair
 from nncift.select_options import FEATURES, SelectOptions, valuation_options
-from nncift.valuation import TARGET_FL, TARGET_OBJECTIVES, Valuer, label_key
+from nncift.valuation import TARGET_FL, TARGET_OBJECTIVES, TARGET_QMI, Valuer, label_key
 
 log = logging.getLogger(__name__)
 
@@ -104,9 +104,12 @@ def embedding_inputs(
     pool_emb: np.ndarray,
     target_emb: np.ndarray | None,
     method: str = "embedding",
+    cosine: str = "clip",
 ) -> dict[str, Any]:
     """Selection inputs for the embedding and rds methods: cosine kernels built in Rust from
-    L2-normalised vectors (sentence embeddings, or RDS+ features)."""
+    L2-normalised vectors (sentence embeddings, or RDS+ features); for flqmi the small pool x
+    target kernel is built here (`cosine`: clip or shift, as `nncift.select`), with each
+    item's best target value as its score."""
     if objective in TARGET_OBJECTIVES and target_emb is None:
         raise InputError(f"objective {objective} needs a target set: give --target")
     if objective == "topk":
@@ -116,6 +119,11 @@ def embedding_inputs(
             )
         # The cheap baseline of Ivison et al.: mean cosine similarity to the target set.
         return {"scores": (pool_emb @ target_emb.T).mean(axis=1).astype(np.float32)}
+    if objective == TARGET_QMI:
+        assert target_emb is not None
+        cos = pool_emb @ target_emb.T
+        kernel = np.maximum(cos, 0.0) if cosine == "clip" else (1.0 + cos) / 2.0
+        return query_only_inputs(objective, kernel.astype(np.float32))
     kwargs: dict[str, Any] = {"embeddings": pool_emb}
     if objective == TARGET_FL:
         kwargs["represented_embeddings"] = target_emb
@@ -316,6 +324,15 @@ def plan_lm_features(
     }  # fmt: skip
 
 
+def query_only_inputs(objective: str, kernel: np.ndarray) -> dict[str, Any]:
+    """Inputs of the objectives on the pool x target kernel alone: fl-target reads the kernel
+    (the targets are the represented set); flqmi also each pool item's best target value
+    (the modular term of FLQMI, scaled by eta when the selection runs)."""
+    if objective == TARGET_QMI:
+        return {"kernel": kernel, "scores": np.asarray(kernel.max(axis=1), dtype=np.float32)}
+    return {"kernel": kernel}
+
+
 def influence_inputs(objective: str, valuation: Any) -> dict[str, Any]:
     """Selection inputs from a valuation: kernels for the FL family, scores for top-k."""
     if objective == "topk":
@@ -324,9 +341,8 @@ def influence_inputs(objective: str, valuation: Any) -> dict[str, Any]:
                 "this method gives a kernel, not scores: use fl, flmi, flcg or fl-target"
             )
         return {"scores": valuation.scores}
-    if objective == TARGET_FL:
-        # Facility location over the targets: the pool x target kernel alone.
-        return {"kernel": valuation.query_kernel}
+    if objective in (TARGET_FL, TARGET_QMI):
+        return query_only_inputs(objective, valuation.query_kernel)
     if valuation.data_kernel is None:
         raise InputError(
             f"objective {objective} needs a kernel; this method gives scores: use topk"

@@ -54,8 +54,16 @@ LM_METHODS = ("delift", "less", "selectit")
 #: represented set). Influence methods then label no pool x pool kernel: for a targeted run
 #: that is most of the LM cost (a 2,000-item pool and 40 targets: 4,000,000 pairs vs 80,000).
 TARGET_FL = "fl-target"
+#: Facility-location query mutual information (PRISM's FLQMI, submodlib's "FLQMI" /
+#: FacilityLocationVariantMutualInformation): f(A) = sum_t max_{j in A} K[j, t] + eta *
+#: sum_{j in A} max_t K[j, t], also on the pool x target kernel alone. Unlike fl-target it
+#: does not saturate once every target is served: the second term keeps ranking the rest by
+#: their best target value (with 40 targets and 200 picks, fl-target left 196 picks to ties).
+TARGET_QMI = "flqmi"
+#: Objectives that read only the pool x target kernel (no pool x pool kernel is labelled).
+QUERY_ONLY_OBJECTIVES = (TARGET_FL, TARGET_QMI)
 #: Objectives that need --target.
-TARGET_OBJECTIVES = ("flmi", "flcg", TARGET_FL)
+TARGET_OBJECTIVES = ("flmi", "flcg", TARGET_FL, TARGET_QMI)
 INFLUENCE_METHODS = ("delift", "delift-se", "less", "selectit")
 #: Fewest labelled items per side the estimator needs (2 to train + 1 held out, rounded up
 #: to give the validation slice a chance): the minimum pool is ceil(MIN_LABELLED / u).
@@ -555,7 +563,7 @@ class Valuer(DesignStages):
             # LESS's pointwise value: the mean over the task's targets, true labels included.
             val.scores = np.asarray(dense.mean(axis=1), dtype=np.float32)
             return val
-        if objective != TARGET_FL:  # fl-target needs no pool x pool kernel
+        if objective not in QUERY_ONLY_OBJECTIVES:  # these need no pool x pool kernel
             data, lo, hi = one("data", (None, None), m, True)
             val.data_kernel = _scale01(data, lo, hi)
         if objective in TARGET_OBJECTIVES:
@@ -577,7 +585,7 @@ class Valuer(DesignStages):
 
     def _delift_family(self, objective: str) -> Valuation:
         val = Valuation(info={"entries": {}})
-        if objective != TARGET_FL:  # fl-target needs no pool x pool kernel
+        if objective not in QUERY_ONLY_OBJECTIVES:  # these need no pool x pool kernel
             # The "data" kernel K[pool, pool]: candidates represent pool items.
             val.data_kernel = self._kernel("data", (None, None), square=True, info=val.info)
         if objective in TARGET_OBJECTIVES:

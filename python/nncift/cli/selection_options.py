@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import click
 
 from nncift.selection import MODES, OBJECTIVES, OPTIMIZERS, STOP_IF_ZERO_GAIN_DEFAULT
-from nncift.valuation import TARGET_FL
+from nncift.valuation import TARGET_FL, TARGET_QMI
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -36,14 +36,17 @@ def selection_options(fn: F) -> F:
     options = [
         click.option(
             "--objective",
-            type=click.Choice(("auto", *OBJECTIVES, TARGET_FL)),
+            type=click.Choice(("auto", *OBJECTIVES, TARGET_FL, TARGET_QMI)),
             default="auto",
             show_default=True,
             help="Set function. auto = the method's own rule: top-k for less/selectit, flmi when "
             "--target is given, else fl. Facility location (fl), its mutual information with --target "
             "(flmi) or conditional gain given --target (flcg), facility location over the target "
             "set (fl-target: each target served by its best chosen item; needs only the pool x "
-            "target similarities, so influence methods label no pool x pool kernel), graph-cut, "
+            "target similarities, so influence methods label no pool x pool kernel; it saturates "
+            "once every target is served, after which picks are ties), flqmi (fl-target + --eta x "
+            "each item's best target value: FL query mutual information, PRISM's FLQMI, also on "
+            "the pool x target similarities alone, and it keeps ranking past saturation), graph-cut, "
             "disparity-sum/-min, top-k by score, or mix (fl + quality).",
         ),
         click.option(
