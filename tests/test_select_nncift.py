@@ -289,6 +289,14 @@ def test_dry_run_plans_without_work(
     assert code == 0, output
     assert "label_data" not in output and "12 x 4 (64 LM passes" in output
     assert "total: 64 LM passes" in output
+    # flqmi reads the same pool x target block.
+    code, output = run("select", "--pool", str(pool), "--target", str(target), "--method", "delift",
+                       "--lm", str(tiny_lm_dir), "--u", "0.1", "--budget", "0.1", "--out",
+                       str(out), "--cache-dir", str(tmp_path / "c"), "--dry-run", "--objective",
+                       "flqmi")  # fmt: skip
+    assert code == 0, output
+    assert "label_data" not in output and "total: 64 LM passes" in output
+    assert not out.exists()
 
 
 def test_selectit_nncift_with_a_real_tiny_lm(
