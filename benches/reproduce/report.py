@@ -710,6 +710,17 @@ def probe_lines(P: dict[str, Any]) -> list[str]:
         )
     )
     L.append("")
+    if not c.get("full_data"):
+        # Fine-tuning time scales with the items trained on: extrapolated from the main rows.
+        per_pool = [r["finetune_seconds"] / r["budget"] for r in P["rows"] if r["budget"] < 1]
+        L.append(
+            "Not in this run: the full-data row (fine-tuning on all "
+            f"{d['pool_size']:,} pool items, ~{np.mean(per_pool) / 60:.0f} core-minutes per "
+            "seed on this machine, extrapolated from the rows' fine-tune times) did not fit the session that regenerated this report next to every "
+            "other row at three seeds (the issue's fallback keeps all rows at 10% and the "
+            "strongest at 5% / 20%); `benches/gpu_probe.sh` runs it with three seeds."
+        )
+        L.append("")
     comps = P.get("comparisons") or []
     if comps:
         L.append(
