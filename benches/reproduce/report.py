@@ -10,7 +10,7 @@ import numpy as np
 from .config import COST_M, COST_N, COST_U, DATA_SEED, NET_SEED, PAPER_Q_MSE, SPLIT_SEED, Config
 from .downstream import DS_ROWS, _pooled, paired
 from .fmt import _fmt, _secs, _table
-from .verdicts import verdicts
+from .verdicts import embed_s_per_text, scratch_valuation, verdicts
 
 
 # --------------------------------------------------------------------------- report
@@ -529,11 +529,11 @@ def render(cfg: Config, R: dict[str, Any], images: list[str], img_link: str = "i
 
     # ---- the task-targeted probe
     if R.get("probe"):
-        L.extend(probe_lines(R["probe"]))
+        L.extend(probe_lines(R["probe"], embed_s_per_text(R)))
     if R.get("probe_gpu"):
         L.append("### The probe on a GPU machine (benches/gpu_probe.sh, config.PROBE_GPU)")
         L.append("")
-        L.extend(probe_lines(R["probe_gpu"]))
+        L.extend(probe_lines(R["probe_gpu"], embed_s_per_text(R)))
     else:
         L.append(
             "No GPU run of the probe is recorded: `benches/gpu_probe.sh` reruns it larger "
@@ -626,7 +626,7 @@ def _ci(d: dict[str, Any] | None, nd: int = 4) -> str:
     return f"{d['difference']:+.{nd}f} [{d['ci'][0]:+.{nd}f}, {d['ci'][1]:+.{nd}f}]"
 
 
-def probe_lines(P: dict[str, Any]) -> list[str]:
+def probe_lines(P: dict[str, Any], embed_s_per_text: float | None = None) -> list[str]:
     """Section 6: the probe's setting, power check and one row per (method, budget)."""
     c, d, ft = P["config"], P["data"], P["config"]["finetune"]
     L = ["## 6. Task-targeted downstream probe (NLL after LoRA fine-tuning)", ""]
@@ -752,7 +752,15 @@ def probe_lines(P: dict[str, Any]) -> list[str]:
         f"({_secs(P['valuation_seconds'].get('rds_features', 0.0))}); the NN-CIFT rows pay "
         "for their DELIFT labels (the LM seconds the label store recorded when they were "
         "computed, whether or not this run reused them) and their estimator; random and length "
-        f"cost nothing. {P['n_runs']} fine-tunes ({P['n_cached']} reused from the cache), "
+        "cost nothing. Where a cache served the embeddings or RDS+ features, their cost from "
+        "scratch is estimated (section 1's MiniLM seconds per text; one LM forward per item at "
+        "the NN-CIFT rows' seconds per LM pass): "
+        + ", ".join(
+            f"{ROW_LABELS.get(k, k)} ~{_secs(v)}"
+            for k, v in scratch_valuation(P, embed_s_per_text).items()
+            if k in ("embedding-fl", "embedding-flmi", "rds")
+        )
+        + f". {P['n_runs']} fine-tunes ({P['n_cached']} reused from the cache), "
         f"{_secs(P['finetune_seconds_total'])} of fine-tuning in the runs that computed them."
     )
     L.append("")
@@ -797,6 +805,7 @@ def numbers(cfg: Config, R: dict[str, Any]) -> dict[str, Any]:
                 "passes": bool(pc["excludes_zero"] and pc["difference"] < 0),
             }
         )
+        scratch = scratch_valuation(P, embed_s_per_text(R))
         out["downstream"] = [
             {
                 "row": r["row"],
@@ -806,6 +815,7 @@ def numbers(cfg: Config, R: dict[str, Any]) -> dict[str, Any]:
                 "vs_random": _d(r.get("vs_random")),
                 "vs_embedding_flmi": _d(r.get("vs_embedding_flmi")),
                 "valuation_seconds": r["valuation_seconds"],
+                "valuation_seconds_from_scratch": scratch[r["row"]],
                 "valuation_lm_passes": r.get("lm_passes", 0),
                 "finetune_seconds": r["finetune_seconds"],
             }

@@ -259,11 +259,42 @@ def verdicts(cfg: Config, R: dict[str, Any]) -> list[str]:
                 "a weak probe: these rows test 'no loss' more than 'gain'."
             )
     delift_unit = R.get("cost", {}).get("sample", {}).get("delift", {})
-    out.extend(probe_verdicts(R.get("probe"), delift_unit.get("s_per_pair")))
+    out.extend(probe_verdicts(R.get("probe"), delift_unit.get("s_per_pair"), embed_s_per_text(R)))
     return out
 
 
-def probe_verdicts(P: dict[str, Any] | None, delift_s_per_pair: float | None = None) -> list[str]:
+def embed_s_per_text(R: dict[str, Any]) -> float | None:
+    """Section 1's measured MiniLM seconds per text (what embedding a pool costs from scratch)."""
+    return R.get("cost", {}).get("sample", {}).get("embed", {}).get("s_per_text")
+
+
+def scratch_valuation(P: dict[str, Any], s_per_text: float | None) -> dict[str, float]:
+    """Each label-free row's valuation seconds without caches: the run's own seconds, or where
+    a cache served them, the pool and targets embedded at section 1's measured MiniLM rate,
+    and RDS+'s one LM forward per item at the NN-CIFT rows' seconds per LM pass (a DELIFT
+    pass reads a longer text: an upper bound); the NN-CIFT rows' label seconds plus their
+    network's inputs estimated the same way."""
+    n = P["data"]["pool_size"] + P["data"]["n_targets"]
+    labelled = [r for r in P["rows"] if r.get("lm_passes")]
+    per_pass = labelled[0]["lm_seconds"] / labelled[0]["lm_passes"] if labelled else None
+    emb = n * s_per_text if s_per_text else 0.0
+    rds = n * per_pass if per_pass else 0.0
+    out: dict[str, float] = {}
+    for r in P["rows"]:
+        # NN-CIFT's inputs: RDS+ features for nncift's default design (--features lm), MiniLM
+        # embeddings for the paper's network, on top of the LM seconds of its labels.
+        lm_s = float(r.get("lm_seconds") or 0.0)
+        est = {"embedding-fl": emb, "embedding-flmi": emb, "rds": rds,
+               "nncift-delift": lm_s + rds, "nncift-delift-paper": lm_s + emb}.get(r["row"], 0.0)  # fmt: skip
+        out[r["row"]] = max(float(r["valuation_seconds"]), est)
+    return out
+
+
+def probe_verdicts(
+    P: dict[str, Any] | None,
+    delift_s_per_pair: float | None = None,
+    embed_s_per_text: float | None = None,
+) -> list[str]:
     """Verdicts of section 6, each decided from its intervals."""
     if not P or not P.get("power_check"):
         return []
@@ -286,6 +317,7 @@ def probe_verdicts(P: dict[str, Any] | None, delift_s_per_pair: float | None = N
             return "not distinguishable from"
         return "better than" if d["difference"] < 0 else "worse than"
 
+    scratch = scratch_valuation(P, embed_s_per_text)
     parts = []
     for r in P["rows"]:
         if r["row"] in ("random",) or r.get("vs_random") is None:
@@ -299,7 +331,7 @@ def probe_verdicts(P: dict[str, Any] | None, delift_s_per_pair: float | None = N
                 if r.get("vs_embedding_flmi")
                 else ""
             )
-            + f", valuation {r['valuation_seconds']:.0f} s"
+            + f", valuation ~{scratch[r['row']]:.0f} s from scratch"
         )
     out.append(
         "**Is selection worth its cost?** (paired NLL intervals; 'better' = interval below 0) "
@@ -314,8 +346,9 @@ def probe_verdicts(P: dict[str, Any] | None, delift_s_per_pair: float | None = N
         nn_parts.append(
             f"{x['row']} at {100 * x['budget']:g}% is {word(x)} {x['ref']} "
             f"({x['difference']:+.4f} [{x['ci'][0]:+.4f}, {x['ci'][1]:+.4f}]), valued in "
-            f"{me.get('valuation_seconds', 0.0):.0f} s ({me.get('lm_passes', 0):,} LM passes) "
-            f"against {ref.get('valuation_seconds', 0.0):.0f} s"
+            f"~{scratch.get(x['row'], me.get('valuation_seconds', 0.0)):.0f} s from scratch "
+            f"({me.get('lm_passes', 0):,} LM passes) against "
+            f"~{scratch.get(x['ref'], ref.get('valuation_seconds', 0.0)):.0f} s"
         )
     if nn_parts:
         nn_better = [
