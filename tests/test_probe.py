@@ -289,7 +289,10 @@ def test_run_probe_tiny(lm, tmp_path: Path) -> None:  # type: ignore[no-untyped-
     )
     rows = {r["row"]: r for r in out["rows"]}
     assert set(rows) == {"random", "length", "embedding-fl", "embedding-flmi", "rds", "full"}
-    assert len(rows["full"]["nll_per_seed"]) == 1 and rows["full"]["vs_random"] is None
+    # Full data (one seed) is paired with the main budget's rows on that seed.
+    assert len(rows["full"]["nll_per_seed"]) == 1
+    full_vs = rows["full"]["vs_random"]
+    assert full_vs is not None and full_vs["ci"][0] <= full_vs["difference"] <= full_vs["ci"][1]
     # FLMI to a greeting picks greetings first; the longest responses are all essays.
     assert rows["embedding-flmi"]["target_source_share"] >= 0.5
     assert rows["length"]["target_source_share"] == 0.0

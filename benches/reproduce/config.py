@@ -82,11 +82,8 @@ PROBE_FULL = ProbeConfig(
     # ~1,600 and 800 DELIFT pairs' worth of LM passes on the pool x target matrix.
     influence_rows=INFLUENCE_ROWS,
     seeds=(0, 1, 2),
-    # Full data (2,000 items, ~10x a 10% fine-tune: ~42 core-minutes per seed here) did not
-    # fit the session that regenerated the report beside every other row at three seeds; the
-    # report says so, and PROBE_GPU runs it with three seeds.
-    full_data=False,
-    full_data_seeds=(0,),
+    full_data=True,
+    full_data_seeds=(0,),  # ~10x a 10% fine-tune (~20-25 core-minutes): one seed here
     # Texts cut to fit the session that regenerates the report (--probe-timing, 2026-12-03:
     # 400 / 300 characters projected 3.6 core-hours for the fine-tunes alone).
     max_prompt_chars=300,

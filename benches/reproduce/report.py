@@ -710,6 +710,13 @@ def probe_lines(P: dict[str, Any], embed_s_per_text: float | None = None) -> lis
         )
     )
     L.append("")
+    full = [r for r in P["rows"] if r["row"] == "full"]
+    if full:
+        L.append(
+            f"The full-data row is paired with random and embedding FLMI at "
+            f"{100 * c['budgets'][0]:g}% on the seed(s) it was run with ({c['full_data_seeds']})."
+        )
+        L.append("")
     if not c.get("full_data"):
         # Fine-tuning time scales with the items trained on: extrapolated from the main rows.
         per_pool = [r["finetune_seconds"] / r["budget"] for r in P["rows"] if r["budget"] < 1]

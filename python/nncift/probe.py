@@ -798,15 +798,15 @@ def summarise(
     all_seeds = list(config.seeds)
     tokens = np.asarray(base["tokens"], dtype=np.float64)
 
-    def diff(name: str, ref: str, key: str) -> dict[str, Any] | None:
+    def diff(
+        name: str, ref: str, key: str, seeds: Sequence[int] | None = None
+    ) -> dict[str, Any] | None:
         if ref not in runs or name not in runs or name == ref:
             return None
         w = tokens if key == "nll_sum" else None
+        use = list(all_seeds if seeds is None else seeds)
         return paired_bootstrap(
-            _matrix(runs[name], all_seeds, key),
-            _matrix(runs[ref], all_seeds, key),
-            w,
-            n_boot=config.n_boot,
+            _matrix(runs[name], use, key), _matrix(runs[ref], use, key), w, n_boot=config.n_boot
         )
 
     rows = []
@@ -814,6 +814,10 @@ def summarise(
         budget = sub["budget"]
         seeds = list(config.full_data_seeds if sub["row"] == "full" else config.seeds)
         ref_b = budget if budget in set(config.budgets) | set(config.extra_budgets) else None
+        # Full data is compared with the main budget's rows, on the seeds it was run with.
+        pair_seeds = seeds if sub["row"] == "full" else None
+        if sub["row"] == "full":
+            ref_b = config.budgets[0]
         nll = _matrix(runs[name], seeds, "nll_sum").sum(axis=1) / tokens.sum()
         rl = _matrix(runs[name], seeds, "rougeL").mean(axis=1)
         ft_s = [runs[name][str(s)]["seconds"]["finetune"] for s in seeds]
@@ -831,11 +835,15 @@ def summarise(
                     tokens,
                     n_boot=config.n_boot,
                 ),
-                "vs_random": diff(name, f"random@{ref_b}", "nll_sum") if ref_b else None,
-                "vs_embedding_flmi": diff(name, f"embedding-flmi@{ref_b}", "nll_sum")
+                "vs_random": diff(name, f"random@{ref_b}", "nll_sum", pair_seeds)
                 if ref_b
                 else None,
-                "rougeL_vs_random": diff(name, f"random@{ref_b}", "rougeL") if ref_b else None,
+                "vs_embedding_flmi": diff(name, f"embedding-flmi@{ref_b}", "nll_sum", pair_seeds)
+                if ref_b
+                else None,
+                "rougeL_vs_random": diff(name, f"random@{ref_b}", "rougeL", pair_seeds)
+                if ref_b
+                else None,
                 "valuation_seconds": sub["valuation_seconds"],
                 "lm_passes": sub.get("lm_passes", 0),
                 "lm_seconds": sub.get("lm_seconds", 0.0),
