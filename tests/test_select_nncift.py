@@ -281,21 +281,15 @@ def test_dry_run_plans_without_work(
     assert "12 x 4 (64 LM passes" in output
     assert "total: 232 LM passes" in output
     assert not out.exists()
-    # fl-target: the pool x target block alone.
-    code, output = run("select", "--pool", str(pool), "--target", str(target), "--method", "delift",
-                       "--lm", str(tiny_lm_dir), "--u", "0.1", "--budget", "0.1", "--out",
-                       str(out), "--cache-dir", str(tmp_path / "c"), "--dry-run", "--objective",
-                       "fl-target")  # fmt: skip
-    assert code == 0, output
-    assert "label_data" not in output and "12 x 4 (64 LM passes" in output
-    assert "total: 64 LM passes" in output
-    # flqmi reads the same pool x target block.
-    code, output = run("select", "--pool", str(pool), "--target", str(target), "--method", "delift",
-                       "--lm", str(tiny_lm_dir), "--u", "0.1", "--budget", "0.1", "--out",
-                       str(out), "--cache-dir", str(tmp_path / "c"), "--dry-run", "--objective",
-                       "flqmi")  # fmt: skip
-    assert code == 0, output
-    assert "label_data" not in output and "total: 64 LM passes" in output
+    # fl-target and flqmi: the pool x target block alone.
+    for objective in ("fl-target", "flqmi"):
+        code, output = run("select", "--pool", str(pool), "--target", str(target), "--method",
+                           "delift", "--lm", str(tiny_lm_dir), "--u", "0.1", "--budget", "0.1",
+                           "--out", str(out), "--cache-dir", str(tmp_path / "c"), "--dry-run",
+                           "--objective", objective)  # fmt: skip
+        assert code == 0, output
+        assert "label_data" not in output and "12 x 4 (64 LM passes" in output
+        assert "total: 64 LM passes" in output
     assert not out.exists()
 
 
