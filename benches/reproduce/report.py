@@ -714,7 +714,7 @@ def probe_lines(P: dict[str, Any], embed_s_per_text: float | None = None) -> lis
     if full:
         L.append(
             f"The full-data row is paired with random and embedding FLMI at "
-            f"{100 * c['budgets'][0]:g}% on the seed(s) it was run with ({c['full_data_seeds']})."
+            f"{100 * c['budgets'][0]:g}% on the seed(s) it was run with ({', '.join(map(str, c['full_data_seeds']))})."
         )
         L.append("")
     if not c.get("full_data"):

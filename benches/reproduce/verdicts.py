@@ -323,7 +323,13 @@ def probe_verdicts(
         if r["row"] in ("random",) or r.get("vs_random") is None:
             continue
         parts.append(
-            f"{r['row']} at {100 * r['budget']:g}%: {word(r['vs_random'])} random "
+            f"{r['row']} at {100 * r['budget']:g}%"
+            + (
+                f" (against the {100 * P['config']['budgets'][0]:g}% rows)"
+                if r["row"] == "full"
+                else ""
+            )
+            + f": {word(r['vs_random'])} random "
             f"({r['vs_random']['difference']:+.4f})"
             + (
                 f", {word(r['vs_embedding_flmi'])} embedding FLMI "
