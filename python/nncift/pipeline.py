@@ -43,11 +43,6 @@ from nncift.valuation import QUERY_ONLY_OBJECTIVES, TARGET_OBJECTIVES, TARGET_QM
 log = logging.getLogger(__name__)
 
 
-def _cosine(options: SelectOptions) -> str:
-    """How the run makes cosine similarities non-negative (`nncift.select`'s `cosine`)."""
-    return str(options.selection.get("cosine") or "clip")
-
-
 def resolve_objective(objective: str, method: str, has_target: bool) -> str:
     """`auto` -> the method's own selection rule (method.md): top-k for less and selectit,
     FLMI with the target as queries when a target set is given, else facility location.
@@ -237,9 +232,7 @@ def run_select(
     else:
         if options.method == "rds":
             pool_emb, target_emb = lm_feature_vectors(pool, target, options, manifest, progress)
-            kwargs = embedding_inputs(
-                objective, pool_emb, target_emb, method="rds", cosine=_cosine(options)
-            )
+            kwargs = embedding_inputs(objective, pool_emb, target_emb, method="rds")
         elif embeddings is not None:
             pool_emb, target_emb, model_id = provided_vectors(
                 embeddings, target_embeddings, manifest
@@ -247,7 +240,7 @@ def run_select(
         else:
             pool_emb, target_emb, model_id = embed_items(pool, target, options, manifest, progress)
         if options.method == "embedding":
-            kwargs = embedding_inputs(objective, pool_emb, target_emb, cosine=_cosine(options))
+            kwargs = embedding_inputs(objective, pool_emb, target_emb)
         elif options.method != "rds":
             features = network_features(
                 pool, target, pool_emb, target_emb, model_id, options, manifest, progress

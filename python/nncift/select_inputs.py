@@ -104,11 +104,10 @@ def embedding_inputs(
     pool_emb: np.ndarray,
     target_emb: np.ndarray | None,
     method: str = "embedding",
-    cosine: str = "clip",
 ) -> dict[str, Any]:
     """Selection inputs for the embedding and rds methods: cosine kernels built in Rust from
     L2-normalised vectors (sentence embeddings, or RDS+ features); for flqmi the small pool x
-    target kernel is built here (`cosine`: clip or shift, as `nncift.select`), with each
+    target kernel is built here (the clipped cosine, `nncift.select`'s default), with each
     item's best target value as its score."""
     if objective in TARGET_OBJECTIVES and target_emb is None:
         raise InputError(f"objective {objective} needs a target set: give --target")
@@ -121,9 +120,8 @@ def embedding_inputs(
         return {"scores": (pool_emb @ target_emb.T).mean(axis=1).astype(np.float32)}
     if objective == TARGET_QMI:
         assert target_emb is not None
-        cos = pool_emb @ target_emb.T
-        kernel = np.maximum(cos, 0.0) if cosine == "clip" else (1.0 + cos) / 2.0
-        return query_only_inputs(objective, kernel.astype(np.float32))
+        kernel = np.maximum(pool_emb @ target_emb.T, 0.0).astype(np.float32)
+        return query_only_inputs(objective, kernel)
     kwargs: dict[str, Any] = {"embeddings": pool_emb}
     if objective == TARGET_FL:
         kwargs["represented_embeddings"] = target_emb
